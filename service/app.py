@@ -1,0 +1,112 @@
+"""The FastAPI application: lifespan model loading, request ids, error handling, routers."""
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from models import resolve_device
+from service.errors import InputError
+from service.registry import Registry, load_models
+from service.routes import inference, meta
+from service.settings import Settings, get_settings
+
+log = logging.getLogger("sae_serve")
+REQUEST_ID_HEADER = "x-request-id"
+
+
+class NoModelLoaded(RuntimeError):
+    """Raised at start-up when not one checkpoint could be loaded."""
+
+
+class RequestIdMiddleware:
+    """Take the client's X-Request-ID (or make one), keep it in request.state and echo it in the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+        request_id = given[:128] if given.isprintable() and given else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((REQUEST_ID_HEADER.encode(), request_id.encode("latin-1")))
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "-"))
+
+
+async def input_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InputError)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("request %s to %s failed", request_id(request), request.url.path, exc_info=exc)
+    return JSONResponse(
+        {"detail": f"internal error; quote request id {request_id(request)} when reporting it"},
+        status_code=500,
+        headers={REQUEST_ID_HEADER: request_id(request)},
+    )
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if exc.status_code != 404 else f"no route {request.url.path}; see /docs for the API"
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        device = resolve_device(settings.device)
+        registry: Registry = load_models(settings.artifacts_dir, device)
+        if not registry.ready:
+            reasons = "; ".join(f"{name}: {why}" for name, why in registry.failures.items())
+            log.critical("no model could be loaded from %s (%s); not starting", settings.artifacts_dir, reasons)
+            raise NoModelLoaded(f"no model could be loaded from {settings.artifacts_dir}: {reasons}")
+        app.state.registry = registry
+        yield
+
+    app = FastAPI(
+        title="sae-serve",
+        summary="Stacked-autoencoder classifiers for MNIST and Fashion-MNIST: classify, reconstruct, embed.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = Registry()
+    app.add_middleware(RequestIdMiddleware)
+    app.add_exception_handler(InputError, input_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected_error)
+    app.include_router(inference.router)
+    app.include_router(meta.router)
+    return app

@@ -1,0 +1,52 @@
+"""predict: uint8 batches in, numpy results out. No HTTP here."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from models import to_model_input
+from service.registry import ServedModel
+
+Floats = NDArray[np.float32]
+
+
+@dataclass
+class Classification:
+    probabilities: Floats  # (N, classes)
+    reconstruction_errors: Floats  # (N,)
+
+
+@dataclass
+class Reconstructions:
+    pixels: NDArray[np.uint8]  # (N, 28, 28)
+    reconstruction_errors: Floats  # (N,)
+
+
+def _input(served: ServedModel, pixels: NDArray[np.uint8]) -> torch.Tensor:
+    return to_model_input(torch.from_numpy(pixels)).to(served.device)  # (N, 784)
+
+
+def _errors(rebuilt: torch.Tensor, x: torch.Tensor) -> Floats:
+    return (rebuilt - x).pow(2).mean(1).cpu().numpy()
+
+
+@torch.inference_mode()
+def classify(served: ServedModel, pixels: NDArray[np.uint8]) -> Classification:
+    x = _input(served, pixels)
+    probabilities = served.model.classify(x).exp()  # (N, classes)
+    return Classification(probabilities.cpu().numpy(), _errors(served.model.reconstruct(x), x))
+
+
+@torch.inference_mode()
+def reconstruct(served: ServedModel, pixels: NDArray[np.uint8]) -> Reconstructions:
+    x = _input(served, pixels)
+    rebuilt = served.model.reconstruct(x)  # (N, 784) in [0, 1]
+    as_pixels = rebuilt.mul(255).round().to(torch.uint8).view(-1, 28, 28)
+    return Reconstructions(as_pixels.cpu().numpy(), _errors(rebuilt, x))
+
+
+@torch.inference_mode()
+def embed(served: ServedModel, pixels: NDArray[np.uint8], layer: int) -> Floats:
+    return served.model.encode(_input(served, pixels), depth=layer).cpu().numpy()  # (N, 400) or (N, 256)

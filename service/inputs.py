@@ -1,0 +1,145 @@
+"""Request bodies -> a (N, 28, 28) uint8 batch: multipart image files or JSON pixel arrays."""
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+
+from models import IMAGE_SIDE
+from service.errors import InvalidInput, TooLarge, UndecodableInput, UnsupportedMediaType
+from service.imaging import decode_image, mnist_style, require_model_size
+
+FILE_FIELD = "file"
+Batch = NDArray[np.uint8]
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_upload_bytes: int
+    max_batch_images: int
+    max_image_pixels: int
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The whole body, refused as soon as it is known to exceed `max_bytes`."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise TooLarge(f"request body of {declared} bytes exceeds the limit of {max_bytes} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise TooLarge(f"request body exceeds the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def check_count(count: int, limits: Limits) -> None:
+    if count == 0:
+        raise InvalidInput(f"no images: send one or more files in the multipart field '{FILE_FIELD}', or JSON images")
+    if count > limits.max_batch_images:
+        raise TooLarge(f"{count} images in one request; the limit is {limits.max_batch_images}")
+
+
+async def read_uploads(request: Request, body: bytes, limits: Limits) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of each upload in the multipart field `file`, in order."""
+    request._body = body  # let Starlette's form parser read the bytes already checked against the limit
+    try:
+        form = await request.form(max_files=limits.max_batch_images + 1, max_fields=limits.max_batch_images + 16)
+    except MultiPartException as e:
+        raise UndecodableInput(f"malformed multipart body: {e}") from e
+    try:
+        uploads = form.getlist(FILE_FIELD)
+        if any(not isinstance(u, UploadFile) for u in uploads):
+            raise InvalidInput(f"multipart field '{FILE_FIELD}' must hold files, not text")
+        if not uploads:
+            fields = ", ".join(sorted(set(form.keys()))) or "none"
+            raise InvalidInput(
+                f"multipart body has no '{FILE_FIELD}' field (fields found: {fields}); send images as '{FILE_FIELD}'"
+            )
+        check_count(len(uploads), limits)
+        return [(u.filename or f"file {i}", await u.read()) for i, u in enumerate(uploads) if isinstance(u, UploadFile)]
+    finally:
+        await form.close()
+
+
+def decode_uploads(uploads: list[tuple[str, bytes]], limits: Limits, resize: bool) -> Batch:
+    batch = np.empty((len(uploads), IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8)
+    for i, (name, data) in enumerate(uploads):
+        label = f"file {i} ({name!r})"
+        pixels = decode_image(data, limits.max_image_pixels, label)
+        batch[i] = mnist_style(pixels) if resize else require_model_size(pixels, label)
+    return batch
+
+
+def parse_json_images(body: bytes, limits: Limits, resize: bool) -> Batch:
+    """JSON {"images": [...], "dtype": "uint8" | "float"} -> batch, refusing anything that is not pixels."""
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise UndecodableInput(f"body is not valid JSON: {e}") from e
+    if not isinstance(payload, dict) or "images" not in payload:
+        raise InvalidInput('JSON body must be an object with an "images" list, e.g. {"images": [[[0, ...], ...]]}')
+    images, dtype = payload["images"], payload.get("dtype", "uint8")
+    if dtype not in ("uint8", "float"):
+        raise InvalidInput(f'"dtype" must be "uint8" (0-255) or "float" (0-1), got {dtype!r}')
+    if not isinstance(images, list):
+        raise InvalidInput('"images" must be a list of 28x28 or 784-long pixel arrays')
+    check_count(len(images), limits)
+    try:
+        array = np.asarray(images, dtype=np.float64)
+    except (ValueError, TypeError) as e:
+        raise InvalidInput(
+            f'"images" must hold only numbers in rows of equal length (ragged or non-numeric: {e})'
+        ) from e
+    if not np.isfinite(array).all():
+        raise InvalidInput("images contain NaN or Infinity; send finite pixel values")
+    expected = ((IMAGE_SIDE, IMAGE_SIDE), (IMAGE_SIDE * IMAGE_SIDE,))
+    if array.shape[1:] not in expected and not (resize and array.ndim == 3):
+        raise InvalidInput(
+            f"images have shape {list(array.shape[1:])}; expected [28, 28] or [784]"
+            + ("" if resize else " (or any [H, W] with resize=true)")
+        )
+    top = 1.0 if dtype == "float" else 255.0
+    if array.min() < 0 or array.max() > top:
+        raise InvalidInput(
+            f"pixel values must lie in [0, {top:g}] for dtype {dtype!r}; found [{array.min():g}, {array.max():g}]"
+        )
+    if dtype == "float":
+        array = array * 255.0
+    elif not np.array_equal(array, np.round(array)):
+        raise InvalidInput('uint8 pixels must be whole numbers; send "dtype": "float" for values in [0, 1]')
+    pixels = np.round(array).astype(np.uint8)
+    if resize and array.ndim == 3:
+        return np.stack([mnist_style(p) for p in pixels])
+    return pixels.reshape(len(pixels), IMAGE_SIDE, IMAGE_SIDE)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_images(request: Request, limits: Limits) -> tuple[str, bytes | list[tuple[str, bytes]]]:
+    """Read and size-check the body; return its kind and raw content for decoding off the event loop."""
+    kind = media_type(request)
+    if kind not in ("multipart/form-data", "application/json"):
+        raise UnsupportedMediaType(
+            f"Content-Type {kind or 'missing'!r} is not accepted; send multipart/form-data with image files "
+            f"in the field '{FILE_FIELD}', or application/json with {{\"images\": [...]}}"
+        )
+    body = await read_body(request, limits.max_upload_bytes)
+    if not body:
+        raise InvalidInput("request body is empty; send image files or JSON images")
+    if kind == "application/json":
+        return kind, body
+    return kind, await read_uploads(request, body, limits)
+
+
+def decode_batch(kind: str, content: bytes | list[tuple[str, bytes]], limits: Limits, resize: bool) -> Batch:
+    if isinstance(content, bytes):
+        return parse_json_images(content, limits, resize)
+    return decode_uploads(content, limits, resize)

@@ -1,0 +1,18 @@
+"""`sae-serve`: run the service under uvicorn with the settings from the environment."""
+
+import logging
+
+import uvicorn
+
+from service.app import create_app
+from service.settings import get_settings
+
+
+def main() -> None:
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""/classify, /reconstruct, /embed: decode -> predict -> encode, with the work off the event loop."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from service import inference
+from service.deps import LimitsDep, ModelDep, ResizeQuery
+from service.encoding import classification_json, embedding_json, negotiate, npy_bytes, png_strip, reconstruction_json
+from service.inputs import Batch, Limits, decode_batch, read_images
+from service.schemas import ClassifyResponse, EmbedResponse, ErrorResponse, ImagesRequest, ReconstructResponse
+
+router = APIRouter(tags=["inference"])
+
+PNG_EXAMPLE = "a 28x28 grayscale PNG, white digit on black"
+IMAGE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": PNG_EXAMPLE,
+                        }
+                    },
+                    "required": ["file"],
+                }
+            },
+            "application/json": {
+                "schema": ImagesRequest.model_json_schema(),
+                "example": {
+                    "images": [[[0] * 28] * 12 + [[0] * 12 + [255] * 4 + [0] * 12] * 4 + [[0] * 28] * 12],
+                    "dtype": "uint8",
+                },
+            },
+        },
+    }
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in {
+        400: "undecodable image or body",
+        404: "unknown model",
+        406: "no acceptable response type",
+        413: "body or batch too large",
+        415: "unsupported media type or image format",
+        422: "wrong size, shape or value range",
+        503: "model not loaded",
+    }.items()
+}
+
+
+async def batch_from(request: Request, limits: Limits, resize: bool) -> Batch:
+    kind, content = await read_images(request, limits)
+    return await run_in_threadpool(decode_batch, kind, content, limits, resize)
+
+
+@router.post("/classify", response_model=ClassifyResponse, responses=ERRORS, openapi_extra=IMAGE_BODY)
+async def classify(
+    request: Request,
+    served: ModelDep,
+    limits: LimitsDep,
+    resize: ResizeQuery = False,
+    top_k: Annotated[int, Query(ge=1, le=1000, description="how many of the most probable classes to list")] = 3,
+) -> Response:
+    """Class probabilities, top-k classes and an in-distribution flag for each image, in input order."""
+    pixels = await batch_from(request, limits, resize)
+    result = await run_in_threadpool(inference.classify, served, pixels)
+    top_k = min(top_k, len(served.class_names))
+    return JSONResponse(classification_json(served.name, result, served.class_names, top_k, served.error_threshold))
+
+
+@router.post(
+    "/reconstruct",
+    response_model=ReconstructResponse,
+    responses={
+        **ERRORS,
+        200: {
+            "content": {"image/png": {}, "application/json": {}},
+            "description": "PNG (default): 28x28, or 28 x 28N for N images side by side; header "
+            "X-Reconstruction-Error lists each image's error. JSON on Accept: application/json.",
+        },
+    },
+    openapi_extra=IMAGE_BODY,
+)
+async def reconstruct(request: Request, served: ModelDep, limits: LimitsDep, resize: ResizeQuery = False) -> Response:
+    """The autoencoder's reconstruction of each image, as PNG or JSON pixels, with its error."""
+    media = negotiate(request.headers.get("accept"), ["image/png", "application/json"])
+    pixels = await batch_from(request, limits, resize)
+    result = await run_in_threadpool(inference.reconstruct, served, pixels)
+    if media == "application/json":
+        return JSONResponse(reconstruction_json(served.name, result))
+    errors = ",".join(f"{e:.6g}" for e in result.reconstruction_errors.tolist())
+    return Response(
+        await run_in_threadpool(png_strip, result.pixels),
+        media_type="image/png",
+        headers={"X-Reconstruction-Error": errors, "X-Image-Count": str(len(result.pixels))},
+    )
+
+
+@router.post(
+    "/embed",
+    response_model=EmbedResponse,
+    responses={
+        **ERRORS,
+        200: {
+            "content": {"application/json": {}, "application/x-npy": {}},
+            "description": "JSON by default; raw float32 (N, dim) in NumPy .npy form on Accept: application/x-npy",
+        },
+    },
+    openapi_extra=IMAGE_BODY,
+)
+async def embed(
+    request: Request,
+    served: ModelDep,
+    limits: LimitsDep,
+    resize: ResizeQuery = False,
+    layer: Annotated[int, Query(ge=1, le=2, description="2: the 256-d code (default); 1: the 400-d first layer")] = 2,
+) -> Response:
+    """The encoder's code for each image."""
+    media = negotiate(request.headers.get("accept"), ["application/json", "application/x-npy"])
+    pixels = await batch_from(request, limits, resize)
+    embeddings = await run_in_threadpool(inference.embed, served, pixels, layer)
+    if media == "application/x-npy":
+        return Response(npy_bytes(embeddings), media_type="application/x-npy")
+    return JSONResponse(embedding_json(served.name, layer, embeddings))

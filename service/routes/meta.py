@@ -1,0 +1,56 @@
+"""/models and the health probes."""
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from service.deps import RegistryDep, SettingsDep
+from service.registry import KNOWN_MODELS
+from service.schemas import HealthResponse, ModelInfo, ModelsResponse
+
+router = APIRouter(tags=["meta"])
+
+
+@router.get("/models", response_model=ModelsResponse)
+async def list_models(registry: RegistryDep, settings: SettingsDep) -> ModelsResponse:
+    """Every known model: loaded ones with their card's facts, failed ones with the reason."""
+    infos = []
+    for name in sorted(set(KNOWN_MODELS) | set(registry.models)):
+        served = registry.models.get(name)
+        if served is None:
+            infos.append(ModelInfo(name=name, loaded=False, error=registry.failures.get(name, "not loaded")))
+            continue
+        card = served.card
+        metrics = card["metrics"]
+        infos.append(
+            ModelInfo(
+                name=name,
+                loaded=True,
+                dataset=card["dataset"],
+                class_names=served.class_names,
+                architecture=card["config"],
+                pretraining=card.get("pretraining"),
+                recipe=card.get("recipe", {}).get("name"),
+                metrics={
+                    k: metrics[k]
+                    for k in ("test_accuracy", "reconstruction_mse", "reconstruction_error_percentiles")
+                    if k in metrics
+                },
+                in_distribution_threshold=served.error_threshold,
+                device=str(served.device),
+                weights_sha256=card["weights_sha256"],
+            )
+        )
+    return ModelsResponse(default_model=settings.default_model, models=infos)
+
+
+@router.get("/health/live", response_model=HealthResponse)
+async def live() -> HealthResponse:
+    """The process answers."""
+    return HealthResponse(status="ok")
+
+
+@router.get("/health/ready", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
+async def ready(registry: RegistryDep) -> JSONResponse:
+    """Ready once at least one model is loaded; lists the loaded models."""
+    body = HealthResponse(status="ready" if registry.ready else "not ready", models=sorted(registry.models))
+    return JSONResponse(body.model_dump(), status_code=200 if registry.ready else 503)

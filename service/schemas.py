@@ -1,0 +1,80 @@
+"""Request and response shapes, as the OpenAPI docs show them."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ImagesRequest(BaseModel):
+    images: list[list[list[float]] | list[float]] = Field(
+        description="28x28 pixel arrays (rows of 28) or flat arrays of 784, row-major, white ink on black"
+    )
+    dtype: Literal["uint8", "float"] = Field(
+        "uint8", description="uint8: integers 0-255; float: numbers 0-1 (rounded to the nearest 1/255)"
+    )
+
+
+class TopClass(BaseModel):
+    label: int
+    class_name: str
+    probability: float
+
+
+class Prediction(BaseModel):
+    label: int = Field(description="index of the most probable class")
+    class_name: str
+    probabilities: dict[str, float] = Field(description="one per class, in class order, keyed by class name")
+    top_k: list[TopClass]
+    reconstruction_error: float = Field(description="mean squared error of the reconstruction, pixels in [0, 1]")
+    in_distribution: bool = Field(description="reconstruction_error at or under the test set's 99th percentile")
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    predictions: list[Prediction]
+
+
+class Reconstruction(BaseModel):
+    pixels: list[list[int]] = Field(description="28x28 uint8 rows")
+    reconstruction_error: float
+
+
+class ReconstructResponse(BaseModel):
+    model: str
+    reconstructions: list[Reconstruction]
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    layer: int
+    dimension: int
+    embeddings: list[list[float]]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    loaded: bool
+    error: str | None = None
+    dataset: str | None = None
+    class_names: list[str] | None = None
+    architecture: dict[str, Any] | None = None
+    pretraining: str | None = None
+    recipe: str | None = None
+    metrics: dict[str, Any] | None = None
+    in_distribution_threshold: float | None = None
+    device: str | None = None
+    weights_sha256: str | None = None
+
+
+class ModelsResponse(BaseModel):
+    default_model: str
+    models: list[ModelInfo]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "ready", "not ready"]
+    models: list[str] = []
+
+
+class ErrorResponse(BaseModel):
+    detail: str

@@ -1,0 +1,27 @@
+"""Service settings, read from environment variables prefixed `SAE_`."""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SAE_", env_file=".env", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="interface to listen on (0.0.0.0 in a container)")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port")
+    artifacts_dir: Path = Field(Path("artifacts"), description="folder holding <model>/card.json checkpoints")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU")
+    default_model: str = Field("mnist", description="model used when a request names none")
+    max_upload_bytes: int = Field(8 * 1024 * 1024, gt=0, description="largest request body accepted")
+    max_batch_images: int = Field(1024, gt=0, description="most images in one request")
+    max_image_pixels: int = Field(40_000_000, gt=0, description="largest width x height decoded, read from the header")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

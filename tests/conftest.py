@@ -1,0 +1,79 @@
+"""Fixtures shared by every test package: tiny IDX data sets and tiny checkpoints."""
+
+import gzip
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import SAEConfig, StackedAutoencoder, save_checkpoint
+from training import data as data_module
+from training.data import FILES, DatasetSpec
+
+TINY_TRAIN = 256
+TINY_TEST = 64
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """IDX encoding of a uint8 array."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def tiny_arrays(seed: int = 0) -> list[np.ndarray]:
+    """Learnable toy images: each class lights up its own horizontal band of pixels."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for count in (TINY_TRAIN, TINY_TEST):
+        labels = rng.integers(0, 10, count).astype(np.uint8)
+        images = rng.integers(0, 40, (count, 28, 28)).astype(np.uint8)
+        for i, label in enumerate(labels):
+            images[i, 2 + 2 * label : 4 + 2 * label, 4:24] = 255
+        out += [images, labels]
+    return out
+
+
+@pytest.fixture
+def tiny_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data folder holding a tiny 'mnist' (raw files) and 'fashion-mnist' (.gz files) whose md5s are registered."""
+    root = tmp_path / "data"
+    for name, compress in (("mnist", False), ("fashion-mnist", True)):
+        folder = root / name
+        folder.mkdir(parents=True)
+        md5s = []
+        for file, array in zip(FILES, tiny_arrays(), strict=True):
+            raw = idx_bytes(array)
+            md5s.append(hashlib.md5(raw).hexdigest())
+            target = folder / (f"{file}.gz" if compress else file)
+            target.write_bytes(gzip.compress(raw) if compress else raw)
+        spec = data_module.DATASETS[name]
+        tiny = DatasetSpec(name, spec.class_names, (md5s[0], md5s[1], md5s[2], md5s[3]), ("existing",))
+        monkeypatch.setitem(data_module.DATASETS, name, tiny)
+    monkeypatch.setenv("SAE_DATA_DIR", str(root))
+    return root
+
+
+def make_card(dataset: str, class_names: list[str]) -> dict[str, object]:
+    return {
+        "dataset": dataset,
+        "class_names": class_names,
+        "pretraining": "greedy",
+        "recipe": {"name": "test"},
+        "metrics": {
+            "test_accuracy": 0.5,
+            "reconstruction_mse": 0.05,
+            "reconstruction_error_percentiles": {"p50": 0.04, "p90": 0.06, "p99": 0.08, "p99.9": 0.1},
+        },
+    }
+
+
+@pytest.fixture
+def tiny_artifacts(tmp_path: Path) -> Path:
+    """An artifacts folder with untrained but valid checkpoints for both data sets."""
+    root = tmp_path / "artifacts"
+    torch.manual_seed(0)
+    for dataset, names in (("mnist", [str(d) for d in range(10)]), ("fashion-mnist", [f"c{d}" for d in range(10)])):
+        save_checkpoint(StackedAutoencoder(SAEConfig()), make_card(dataset, names), root / dataset)
+    return root

@@ -1,0 +1,39 @@
+from fastapi.testclient import TestClient
+
+
+def test_models_lists_cards_facts(client: TestClient) -> None:
+    body = client.get("/models").json()
+    assert body["default_model"] == "mnist"
+    models = {m["name"]: m for m in body["models"]}
+    assert set(models) == {"mnist", "fashion-mnist"}
+    mnist = models["mnist"]
+    assert mnist["loaded"] and mnist["device"] == "cpu"
+    assert mnist["architecture"]["hidden_dims"] == [400, 256]
+    assert mnist["metrics"]["test_accuracy"] == 0.5
+    assert mnist["in_distribution_threshold"] == 0.08
+    assert len(mnist["weights_sha256"]) == 64
+    assert models["fashion-mnist"]["class_names"][0] == "c0"
+
+
+def test_health_probes(client: TestClient) -> None:
+    assert client.get("/health/live").json() == {"status": "ok", "models": []}
+    assert client.get("/health/ready").json() == {"status": "ready", "models": ["fashion-mnist", "mnist"]}
+
+
+def test_request_id_is_echoed_or_made(client: TestClient) -> None:
+    assert client.get("/health/live", headers={"X-Request-ID": "req-42"}).headers["x-request-id"] == "req-42"
+    assert len(client.get("/health/live").headers["x-request-id"]) == 32
+
+
+def test_docs_show_an_example_for_each_endpoint(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    for path in ("/classify", "/reconstruct", "/embed"):
+        content = spec["paths"][path]["post"]["requestBody"]["content"]
+        assert "multipart/form-data" in content
+        assert len(content["application/json"]["example"]["images"][0]) == 28
+
+
+def test_unknown_route_says_where_to_look(client: TestClient) -> None:
+    response = client.get("/nope")
+    assert response.status_code == 404 and "see /docs" in response.json()["detail"]

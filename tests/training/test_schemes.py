@@ -1,0 +1,96 @@
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import SAEConfig, StackedAutoencoder, to_model_input
+from training.data import load_dataset
+from training.recipes import DEFAULT, SEED, recipe_for
+from training.schemes import augment, autoencoder_stage, finetune, pretrain
+from training.train import train
+
+FAST = replace(DEFAULT, batch_size=64, pretrain_epochs=2, finetune_epochs=3)
+
+
+@pytest.fixture
+def tiny_x(tiny_data_dir: Path) -> torch.Tensor:
+    return to_model_input(load_dataset("mnist").train_images)
+
+
+def reconstruction_error(model: StackedAutoencoder, x: torch.Tensor, depth: int) -> float:
+    with torch.no_grad():
+        return (model.reconstruct(x, depth) - x).pow(2).mean().item()
+
+
+def test_greedy_stacking_keeps_the_trained_first_layer(tiny_x: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    model = StackedAutoencoder(SAEConfig())
+    fresh_error = reconstruction_error(model, tiny_x, 1)
+    gen = torch.Generator().manual_seed(0)
+    autoencoder_stage(model, 1, tiny_x, 3, FAST, gen)
+    trained_first = model.encoders[0].weight.detach().clone()
+    first_error = reconstruction_error(model, tiny_x, 1)
+    assert first_error < 0.5 * fresh_error
+    frozen = replace(SEED, batch_size=64, pretrain_lr=0.0)  # stacking alone, no learning
+    history = autoencoder_stage(model, 2, tiny_x, 1, frozen, gen)
+    assert history.name == "pretrain 784-400-256"
+    assert torch.equal(model.encoders[0].weight, trained_first)
+    assert reconstruction_error(model, tiny_x, 1) == pytest.approx(first_error)
+
+
+def test_greedy_runs_one_stage_per_layer_and_end_to_end_one(tiny_x: torch.Tensor) -> None:
+    gen = torch.Generator().manual_seed(0)
+    greedy = pretrain(StackedAutoencoder(SAEConfig()), "greedy", tiny_x, FAST, gen)
+    assert [h.name for h in greedy] == ["pretrain 784-400", "pretrain 784-400-256"]
+    assert all(len(h.losses) == 2 for h in greedy)
+    model = StackedAutoencoder(SAEConfig())
+    before = reconstruction_error(model, tiny_x, 2)
+    e2e = pretrain(model, "end-to-end", tiny_x, FAST, gen)
+    assert [h.name for h in e2e] == ["pretrain 784-400-256"] and len(e2e[0].losses) == 4
+    assert reconstruction_error(model, tiny_x, 2) < 0.5 * before
+    assert pretrain(StackedAutoencoder(SAEConfig()), "none", tiny_x, FAST, gen) == []
+    with pytest.raises(ValueError, match="unknown pretraining scheme 'layerwise'"):
+        pretrain(StackedAutoencoder(SAEConfig()), "layerwise", tiny_x, FAST, gen)
+
+
+def test_finetuning_learns_and_leaves_the_decoders_alone(tiny_data_dir: Path) -> None:
+    data = load_dataset("mnist")
+    x, y = to_model_input(data.train_images), data.train_labels
+    torch.manual_seed(0)
+    model = StackedAutoencoder(SAEConfig(dropout=0.1))
+    decoders = [d.weight.detach().clone() for d in model.decoders]
+    unshifted = replace(FAST, max_shift=0)  # the toy classes are bands 2 pixels apart
+    history = finetune(model, x, y, unshifted, torch.Generator().manual_seed(0), epochs=6)
+    assert history.accuracies[-1] > 0.9
+    assert not model.training
+    assert all(torch.equal(d.weight, before) for d, before in zip(model.decoders, decoders, strict=True))
+
+
+def test_shift_augmentation_moves_whole_pixels_and_keeps_values() -> None:
+    image = torch.zeros(1, 784)
+    image[0, 14 * 28 + 14] = 1.0
+    recipe = replace(DEFAULT, max_shift=2)
+    shifted = augment(image.repeat(200, 1), recipe, torch.Generator().manual_seed(0))
+    assert torch.allclose(shifted.sum(1), torch.ones(200))  # a shift of at most 2 keeps the pixel inside
+    assert set(shifted.max(1).values.tolist()) == {1.0}  # exact, not blurred
+    positions = {divmod(int(i), 28) for i in shifted.argmax(1)}
+    assert positions <= {(r, c) for r in range(12, 17) for c in range(12, 17)} and len(positions) > 10
+    flipped = augment(image, replace(DEFAULT, max_shift=0, hflip=True), torch.Generator().manual_seed(1))
+    assert flipped.argmax().item() in (14 * 28 + 14, 14 * 28 + 13)
+    assert torch.equal(augment(image, SEED, torch.Generator()), image)
+
+
+def test_only_garments_are_mirrored() -> None:
+    assert recipe_for("default", "fashion-mnist").hflip
+    assert not recipe_for("default", "mnist").hflip
+    assert not recipe_for("seed", "fashion-mnist").hflip
+
+
+def test_same_seed_gives_the_same_metrics(tiny_data_dir: Path) -> None:
+    data = load_dataset("mnist")
+    runs = [train(data, "greedy", FAST, 7, torch.device("cpu"), finetune_epochs=1, pretrain_epochs=1) for _ in range(2)]
+    other = train(data, "greedy", FAST, 8, torch.device("cpu"), finetune_epochs=1, pretrain_epochs=1)
+    assert runs[0].metrics == runs[1].metrics
+    assert [h.losses for h in runs[0].history] == [h.losses for h in runs[1].history]
+    assert [h.losses for h in other.history] != [h.losses for h in runs[0].history]

@@ -1,0 +1,1 @@
+"""Data sources, pretraining, fine-tuning, evaluation and reports for stacked-autoencoder classifiers."""

@@ -1,0 +1,175 @@
+"""`sae-train`: fetch the data, train, evaluate, and compare pretraining schemes."""
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from models import DEVICE_CHOICES, CheckpointError, load_checkpoint, resolve_device, save_checkpoint, to_model_input
+from training.data import DATASETS, DataError, fetch, load_dataset
+from training.evaluate import evaluate
+from training.recipes import RECIPES, recipe_for
+from training.report import write_plots
+from training.schemes import SCHEMES
+from training.train import TrainResult, train
+
+
+def _datasets(choice: str) -> list[str]:
+    return list(DATASETS) if choice == "all" else [choice]
+
+
+def _percent(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    for name in _datasets(args.dataset):
+        fetch(name, args.data_dir)
+    return 0
+
+
+def _train_one(args: argparse.Namespace, name: str, scheme: str) -> TrainResult:
+    data = load_dataset(name, args.data_dir)
+    return train(
+        data,
+        scheme,
+        recipe_for(args.recipe, name),
+        args.seed,
+        resolve_device(args.device),
+        finetune_epochs=args.epochs,
+        pretrain_epochs=args.pretrain_epochs,
+        dry_run=args.dry_run,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    out = args.out
+    if out is None:
+        out = Path(tempfile.mkdtemp(prefix="sae-dry-run-")) if args.dry_run else Path("artifacts")
+    for name in _datasets(args.dataset):
+        directory = out / name
+        if args.if_missing:
+            try:
+                load_checkpoint(directory)
+                print(f"{name}: checkpoint in {directory} is present and verified; not retraining")
+                continue
+            except CheckpointError as e:
+                print(f"{name}: training ({e})")
+        if not args.dry_run:
+            fetch(name, args.data_dir)
+        result = _train_one(args, name, args.pretrain)
+        save_checkpoint(result.model, result.card, directory)
+        write_plots(
+            directory, result.model, result.history, result.metrics, tuple(result.card["class_names"]), result.test_x
+        )
+        print(
+            f"{name}: test accuracy {_percent(result.metrics['test_accuracy'])}, "
+            f"reconstruction MSE {result.metrics['reconstruction_mse']:.5f}, "
+            f"trained in {result.card['training_seconds']:.1f} s -> {directory}"
+        )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    checkpoint = load_checkpoint(args.checkpoint, resolve_device(args.device))
+    card = checkpoint.card
+    data = load_dataset(card["dataset"], args.data_dir)
+    x = to_model_input(data.test_images).to(resolve_device(args.device))
+    metrics = evaluate(checkpoint.model, x, data.test_labels, tuple(card["class_names"]))
+    if args.json:
+        print(json.dumps(metrics))
+        return 0
+    recorded = card.get("metrics", {}).get("test_accuracy")
+    print(f"{card['dataset']} ({card['pretraining']}, recipe {card['recipe']['name']}) from {args.checkpoint}")
+    on_card = _percent(recorded) if recorded else "none"
+    print(f"  test accuracy       {_percent(metrics['test_accuracy'])} (card: {on_card})")
+    print(f"  reconstruction MSE  {metrics['reconstruction_mse']:.5f}")
+    percentiles = ", ".join(f"{k} {v:.5f}" for k, v in metrics["reconstruction_error_percentiles"].items())
+    print(f"  per-image error     {percentiles}")
+    for cls, acc in metrics["per_class_accuracy"].items():
+        print(f"  {cls:>12}  {_percent(acc)}")
+    return 0
+
+
+def cmd_ablation(args: argparse.Namespace) -> int:
+    rows = []
+    for name in _datasets(args.dataset):
+        if not args.dry_run:
+            fetch(name, args.data_dir)
+        for scheme in args.schemes:
+            result = _train_one(args, name, scheme)
+            rows.append((name, scheme, result))
+            if args.out is not None:
+                save_checkpoint(result.model, result.card, args.out / name / scheme)
+    print("\n| data set | pretraining | recipe | test accuracy | reconstruction MSE | training seconds |")
+    print("|---|---|---|---|---|---|")
+    for name, scheme, result in rows:
+        print(
+            f"| {name} | {scheme} | {args.recipe} | {_percent(result.metrics['test_accuracy'])} | "
+            f"{result.metrics['reconstruction_mse']:.5f} | {result.card['training_seconds']:.1f} |"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sae-train", description=__doc__)
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="where the data sets live (default: $SAE_DATA_DIR or ./data)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fetch", help="get and verify the data sets")
+    p.add_argument("--dataset", choices=[*DATASETS, "all"], default="all", help="which data set (default: all)")
+    p.set_defaults(func=cmd_fetch)
+
+    def training_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--recipe", choices=list(RECIPES), default="default", help="training recipe (default: default)")
+        p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default: the recipe's)")
+        p.add_argument(
+            "--pretrain-epochs", type=int, default=None, help="epochs per pretraining stage (default: the recipe's)"
+        )
+        p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+        p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto: CUDA when available (default)")
+        p.add_argument(
+            "--dry-run", action="store_true", help="two batches a stage and 1,000 test images, to check the pipeline"
+        )
+
+    p = sub.add_parser("train", help="train and save checkpoints")
+    p.add_argument("--dataset", choices=[*DATASETS, "all"], default="all", help="which data set (default: all)")
+    p.add_argument("--pretrain", choices=SCHEMES, default="greedy", help="pretraining scheme (default: greedy)")
+    training_flags(p)
+    p.add_argument(
+        "--out", type=Path, default=None, help="artifacts folder (default: ./artifacts; a temporary one for --dry-run)"
+    )
+    p.add_argument("--if-missing", action="store_true", help="skip data sets whose checkpoint is present and verifies")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint on its data set's test split")
+    p.add_argument("checkpoint", type=Path, help="checkpoint folder, e.g. artifacts/mnist")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto: CUDA when available (default)")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("ablation", help="train with each pretraining scheme and print a table")
+    p.add_argument("--dataset", choices=[*DATASETS, "all"], default="all", help="which data set (default: all)")
+    p.add_argument(
+        "--schemes", nargs="+", choices=SCHEMES, default=list(SCHEMES), help="schemes to compare (default: all)"
+    )
+    training_flags(p)
+    p.add_argument("--out", type=Path, default=None, help="also save each checkpoint under OUT/<dataset>/<scheme>")
+    p.set_defaults(func=cmd_ablation)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (DataError, CheckpointError, ValueError) as e:
+        print(f"sae-train: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

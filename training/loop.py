@@ -1,0 +1,88 @@
+"""One generic training loop: it knows batches, optimizers and schedules, not what the model means."""
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from training.recipes import Recipe
+
+# (batch indices) -> (mean loss, number of correct predictions or None)
+BatchStep = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+@dataclass
+class StageHistory:
+    name: str
+    losses: list[float] = field(default_factory=list)
+    accuracies: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def make_optimizer(parameters: Iterable[nn.Parameter], recipe: Recipe, lr: float) -> torch.optim.Optimizer:
+    params = list(parameters)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+
+
+def run_stage(
+    name: str,
+    parameters: Iterable[nn.Parameter],
+    step: BatchStep,
+    num_examples: int,
+    epochs: int,
+    lr: float,
+    recipe: Recipe,
+    generator: torch.Generator,
+    device: torch.device,
+    max_batches: int | None = None,
+) -> StageHistory:
+    """Train `parameters` for `epochs` passes over shuffled batches, `step` giving each batch's loss."""
+    optimizer = make_optimizer(parameters, recipe, lr)
+    batches = math.ceil(num_examples / recipe.batch_size)
+    if max_batches is not None:
+        batches = min(batches, max_batches)
+    scheduler = (
+        torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * batches, pct_start=0.2)
+        if recipe.schedule == "onecycle"
+        else None
+    )
+    history = StageHistory(name)
+    start = time.perf_counter()
+    bar = tqdm(total=epochs * batches, desc=name, unit="batch", leave=False, file=sys.stderr, disable=None)
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(num_examples, generator=generator).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct_sum = torch.zeros((), device=device)
+        seen = 0
+        for b in range(batches):
+            indices = order[b * recipe.batch_size : (b + 1) * recipe.batch_size]
+            loss, correct = step(indices)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            loss_sum += loss.detach() * len(indices)
+            if correct is not None:
+                correct_sum += correct
+            seen += len(indices)
+            bar.update()
+        history.losses.append(loss_sum.item() / seen)
+        line = f"{name} epoch {epoch}/{epochs}: loss {history.losses[-1]:.4f}"
+        if correct is not None:
+            history.accuracies.append(correct_sum.item() / seen)
+            line += f", train accuracy {100 * history.accuracies[-1]:.2f}%"
+        bar.set_postfix_str(line.split(": ", 1)[1])
+        tqdm.write(line, file=sys.stderr)
+    bar.close()
+    history.seconds = time.perf_counter() - start
+    return history

@@ -1,0 +1,79 @@
+"""PNG plots written beside a checkpoint: loss curves, confusion matrix, reconstructions."""
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+
+from models import StackedAutoencoder
+from training.loop import StageHistory
+
+
+def plot_losses(history: list[StageHistory], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(history), figsize=(4 * len(history), 3.2), squeeze=False)
+    for ax, stage in zip(axes[0], history, strict=True):
+        epochs = range(1, len(stage.losses) + 1)
+        ax.plot(epochs, stage.losses, marker="o", label="loss")
+        ax.set_title(stage.name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("MSE" if stage.name.startswith("pretrain") else "NLL")
+        if stage.accuracies:
+            twin = ax.twinx()
+            twin.plot(epochs, [100 * a for a in stage.accuracies], color="tab:green", marker=".", label="train acc")
+            twin.set_ylabel("train accuracy (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(metrics: dict[str, Any], class_names: tuple[str, ...], path: Path) -> None:
+    matrix = torch.tensor(metrics["confusion_matrix"])
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    ax.imshow(matrix.log1p(), cmap="Blues")
+    for i in range(len(class_names)):
+        for j in range(len(class_names)):
+            value = int(matrix[i, j])
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=7, color="white" if i == j else "black")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(class_names)), class_names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"test accuracy {100 * metrics['test_accuracy']:.2f}%")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@torch.inference_mode()
+def plot_reconstructions(model: StackedAutoencoder, x: torch.Tensor, path: Path, count: int = 12) -> None:
+    originals = x[:count]
+    rebuilt = model.reconstruct(originals)
+    fig, axes = plt.subplots(2, count, figsize=(count, 2.3))
+    for i in range(count):
+        for row, images in enumerate((originals, rebuilt)):
+            axes[row, i].imshow(images[i].view(28, 28).cpu(), cmap="gray", vmin=0, vmax=1)
+            axes[row, i].axis("off")
+    axes[0, 0].set_title("test images", loc="left", fontsize=9)
+    axes[1, 0].set_title("reconstructions", loc="left", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_plots(
+    directory: Path,
+    model: StackedAutoencoder,
+    history: list[StageHistory],
+    metrics: dict[str, Any],
+    class_names: tuple[str, ...],
+    test_x: torch.Tensor,
+) -> list[Path]:
+    paths = [directory / "loss_curves.png", directory / "confusion_matrix.png", directory / "reconstructions.png"]
+    plot_losses(history, paths[0])
+    plot_confusion(metrics, class_names, paths[1])
+    plot_reconstructions(model, test_x, paths[2])
+    return paths

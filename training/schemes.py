@@ -1,0 +1,119 @@
+"""Pretraining schemes (greedy, end-to-end, none) and supervised fine-tuning, all on in-memory tensors."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import StackedAutoencoder
+from training.loop import StageHistory, run_stage
+from training.recipes import Recipe
+
+SCHEMES = ("greedy", "end-to-end", "none")
+
+
+def augment(x: torch.Tensor, recipe: Recipe, generator: torch.Generator) -> torch.Tensor:
+    """Random whole-pixel shifts (and mirror images, if the recipe says) of a (B, 784) batch."""
+    if not recipe.max_shift and not recipe.hflip:
+        return x
+    b = x.shape[0]
+    images = x.view(b, 1, 28, 28)
+    if recipe.hflip:
+        flip = torch.rand(b, generator=generator).to(x.device) < 0.5
+        images = torch.where(flip.view(b, 1, 1, 1), images.flip(3), images)
+    if recipe.max_shift:
+        shift = torch.randint(-recipe.max_shift, recipe.max_shift + 1, (b, 2), generator=generator).to(x)
+        theta = torch.zeros(b, 2, 3, device=x.device)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+        theta[:, :, 2] = shift * (2.0 / 28)  # whole pixels in grid units, so sampling stays exact
+        grid = F.affine_grid(theta, [b, 1, 28, 28], align_corners=False)
+        images = F.grid_sample(images, grid, align_corners=False)
+    return images.reshape(b, 784)
+
+
+def autoencoder_stage(
+    model: StackedAutoencoder,
+    depth: int,
+    x: torch.Tensor,
+    epochs: int,
+    recipe: Recipe,
+    generator: torch.Generator,
+    max_batches: int | None = None,
+) -> StageHistory:
+    """Train the depth-`depth` autoencoder (every layer up to `depth`) to reconstruct its input pixels."""
+    layers: list[nn.Module] = [*model.encoders[:depth], *model.decoders[:depth]]
+
+    def step(indices: torch.Tensor) -> tuple[torch.Tensor, None]:
+        clean = x[indices]  # (B, 784)
+        noisy = clean
+        if recipe.masking_noise:
+            keep = torch.rand(clean.shape, generator=generator).to(clean.device) >= recipe.masking_noise
+            noisy = clean * keep
+        return F.mse_loss(model.reconstruct(noisy, depth), clean), None
+
+    model.train()
+    return run_stage(
+        f"pretrain {'-'.join(str(w) for w in model.config.widths[: depth + 1])}",
+        (p for layer in layers for p in layer.parameters()),
+        step,
+        len(x),
+        epochs,
+        recipe.pretrain_lr,
+        recipe,
+        generator,
+        x.device,
+        max_batches,
+    )
+
+
+def pretrain(
+    model: StackedAutoencoder,
+    scheme: str,
+    x: torch.Tensor,
+    recipe: Recipe,
+    generator: torch.Generator,
+    epochs: int | None = None,
+    max_batches: int | None = None,
+) -> list[StageHistory]:
+    """Greedy grows the net a layer at a time; end-to-end trains the whole stack for as many epochs in all."""
+    epochs = recipe.pretrain_epochs if epochs is None else epochs
+    depth = model.config.depth
+    if scheme == "greedy":
+        return [autoencoder_stage(model, d, x, epochs, recipe, generator, max_batches) for d in range(1, depth + 1)]
+    if scheme == "end-to-end":
+        return [autoencoder_stage(model, depth, x, epochs * depth, recipe, generator, max_batches)]
+    if scheme == "none":
+        return []
+    raise ValueError(f"unknown pretraining scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+
+
+def finetune(
+    model: StackedAutoencoder,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    recipe: Recipe,
+    generator: torch.Generator,
+    epochs: int | None = None,
+    max_batches: int | None = None,
+) -> StageHistory:
+    """Supervised NLL training of the encoders and the head; the decoders are left as pretrained."""
+
+    def step(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_probs = model.classify(augment(x[indices], recipe, generator))  # (B, 10)
+        target = y[indices]
+        return F.nll_loss(log_probs, target), (log_probs.argmax(1) == target).sum()
+
+    model.train()
+    history = run_stage(
+        "fine-tune",
+        (p for module in (*model.encoders, model.head) for p in module.parameters()),
+        step,
+        len(x),
+        recipe.finetune_epochs if epochs is None else epochs,
+        recipe.finetune_lr,
+        recipe,
+        generator,
+        x.device,
+        max_batches,
+    )
+    model.eval()
+    return history

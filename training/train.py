@@ -1,0 +1,89 @@
+"""Train one stacked-autoencoder classifier from a data set, a pretraining scheme and a recipe."""
+
+import platform
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import torch
+
+from models import PREPROCESSING, SAEConfig, StackedAutoencoder, to_model_input
+from training.data import Dataset
+from training.evaluate import evaluate
+from training.loop import StageHistory
+from training.recipes import Recipe
+from training.schemes import finetune, pretrain
+
+DRY_RUN_BATCHES = 2
+DRY_RUN_TEST_IMAGES = 1000
+
+
+@dataclass
+class TrainResult:
+    model: StackedAutoencoder
+    history: list[StageHistory]
+    metrics: dict[str, Any]
+    card: dict[str, Any]
+    test_x: torch.Tensor
+
+
+def train(
+    data: Dataset,
+    scheme: str,
+    recipe: Recipe,
+    seed: int,
+    device: torch.device,
+    finetune_epochs: int | None = None,
+    pretrain_epochs: int | None = None,
+    dry_run: bool = False,
+) -> TrainResult:
+    """Pretrain, fine-tune and evaluate; same seed and machine give the same metrics."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    max_batches = DRY_RUN_BATCHES if dry_run else None
+    if dry_run:
+        pretrain_epochs, finetune_epochs = 1, 1
+    recipe = replace(
+        recipe,
+        pretrain_epochs=recipe.pretrain_epochs if pretrain_epochs is None else pretrain_epochs,
+        finetune_epochs=recipe.finetune_epochs if finetune_epochs is None else finetune_epochs,
+    )
+    config = SAEConfig(num_classes=len(data.class_names), input_dropout=recipe.input_dropout, dropout=recipe.dropout)
+    model = StackedAutoencoder(config).to(device)
+    train_x = to_model_input(data.train_images).to(device)  # (60000, 784), moved once
+    train_y = data.train_labels.to(device)
+    test_count = DRY_RUN_TEST_IMAGES if dry_run else len(data.test_labels)
+    test_x = to_model_input(data.test_images[:test_count]).to(device)
+    test_y = data.test_labels[:test_count].to(device)
+
+    start = time.perf_counter()
+    history = pretrain(model, scheme, train_x, recipe, generator, max_batches=max_batches)
+    history.append(finetune(model, train_x, train_y, recipe, generator, max_batches=max_batches))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+
+    metrics = evaluate(model, test_x, test_y, data.class_names)
+    card = {
+        "dataset": data.name,
+        "class_names": list(data.class_names),
+        "preprocessing": PREPROCESSING,
+        "pretraining": scheme,
+        "recipe": recipe.to_dict(),
+        "seed": seed,
+        "dry_run": dry_run,
+        "data_md5": data.md5,
+        "metrics": metrics,
+        "training_seconds": round(seconds, 2),
+        "stages": [
+            {"name": h.name, "losses": h.losses, "train_accuracies": h.accuracies, "seconds": round(h.seconds, 2)}
+            for h in history
+        ],
+        "device": str(device),
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return TrainResult(model=model, history=history, metrics=metrics, card=card, test_x=test_x)
