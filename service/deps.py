@@ -52,5 +52,7 @@ ModelDep = Annotated[ServedModel, Depends(get_model)]
 LimitsDep = Annotated[Limits, Depends(get_limits)]
 ResizeQuery = Annotated[
     bool,
-    Query(description="MNIST-style preprocessing of any picture: invert a light background, crop, fit 20x20, centre"),
+    Query(
+        description="prepare a picture of any size the way the data set was made: invert a light background, crop, fit, centre"
+    ),
 ]

@@ -8,6 +8,7 @@ is read.
 
 import io
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,8 +18,19 @@ from models import IMAGE_SIDE
 from service.errors import InvalidInput, TooLarge, UndecodableInput, UnsupportedMediaType
 
 ACCEPTED_FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"}
-DIGIT_BOX = 20  # MNIST digits were fitted into 20x20 and centred by mass in 28x28
 Pixels = NDArray[np.uint8]
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How a data set placed its subjects in the 28x28 frame."""
+
+    box: int
+    centre_by_mass: bool
+
+
+# MNIST digits were fitted into 20x20 and centred by mass; Fashion-MNIST garments fill the frame.
+FRAMINGS = {"mnist": Framing(20, True), "fashion-mnist": Framing(28, False)}
 
 
 def to_grayscale(image: Image.Image) -> Pixels:
@@ -85,11 +97,12 @@ def shift(frame: NDArray[np.float64], dy: int, dx: int) -> NDArray[np.float64]:
     return out
 
 
-def mnist_style(pixels: Pixels) -> Pixels:
-    """Make an arbitrary grayscale picture look like an MNIST sample.
+def prepare_photo(pixels: Pixels, framing: Framing = FRAMINGS["mnist"]) -> Pixels:
+    """Make an arbitrary grayscale picture look like a sample of the model's data set.
 
-    Invert a light background, remove the background level, crop to the content, fit it into a
-    20x20 box keeping its aspect ratio, and centre it by mass in a 28x28 frame.
+    Invert a light background, remove the background level, crop to the content, fit it into the
+    data set's box (20x20 for MNIST, 28x28 for Fashion-MNIST) keeping its aspect ratio, and centre
+    it in the 28x28 frame (by mass for MNIST, as its makers did).
     """
     values = pixels.astype(np.float64)
     border = np.concatenate([values[0], values[-1], values[:, 0], values[:, -1]])
@@ -105,7 +118,7 @@ def mnist_style(pixels: Pixels) -> Pixels:
     cols = np.flatnonzero(values.max(0))
     crop = values[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     height, width = crop.shape
-    scale = DIGIT_BOX / max(height, width)
+    scale = framing.box / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     box = Image.fromarray(crop.astype(np.uint8)).resize(size, Image.Resampling.LANCZOS)
     fitted = np.asarray(box, dtype=np.float64)
@@ -113,7 +126,7 @@ def mnist_style(pixels: Pixels) -> Pixels:
     top, left = (IMAGE_SIDE - size[1]) // 2, (IMAGE_SIDE - size[0]) // 2
     frame[top : top + size[1], left : left + size[0]] = fitted
     total = frame.sum()
-    if total > 0:
+    if total > 0 and framing.centre_by_mass:
         ys, xs = np.indices(frame.shape)
         dy = round(IMAGE_SIDE / 2 - 0.5 - (ys * frame).sum() / total)
         dx = round(IMAGE_SIDE / 2 - 0.5 - (xs * frame).sum() / total)

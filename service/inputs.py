@@ -11,7 +11,7 @@ from starlette.requests import Request
 
 from models import IMAGE_SIDE
 from service.errors import InvalidInput, TooLarge, UndecodableInput, UnsupportedMediaType
-from service.imaging import decode_image, mnist_style, require_model_size
+from service.imaging import Framing, decode_image, prepare_photo, require_model_size
 
 FILE_FIELD = "file"
 Batch = NDArray[np.uint8]
@@ -67,16 +67,16 @@ async def read_uploads(request: Request, body: bytes, limits: Limits) -> list[tu
         await form.close()
 
 
-def decode_uploads(uploads: list[tuple[str, bytes]], limits: Limits, resize: bool) -> Batch:
+def decode_uploads(uploads: list[tuple[str, bytes]], limits: Limits, framing: Framing | None) -> Batch:
     batch = np.empty((len(uploads), IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8)
     for i, (name, data) in enumerate(uploads):
         label = f"file {i} ({name!r})"
         pixels = decode_image(data, limits.max_image_pixels, label)
-        batch[i] = mnist_style(pixels) if resize else require_model_size(pixels, label)
+        batch[i] = prepare_photo(pixels, framing) if framing else require_model_size(pixels, label)
     return batch
 
 
-def parse_json_images(body: bytes, limits: Limits, resize: bool) -> Batch:
+def parse_json_images(body: bytes, limits: Limits, framing: Framing | None) -> Batch:
     """JSON {"images": [...], "dtype": "uint8" | "float"} -> batch, refusing anything that is not pixels."""
     try:
         payload = json.loads(body)
@@ -99,10 +99,10 @@ def parse_json_images(body: bytes, limits: Limits, resize: bool) -> Batch:
     if not np.isfinite(array).all():
         raise InvalidInput("images contain NaN or Infinity; send finite pixel values")
     expected = ((IMAGE_SIDE, IMAGE_SIDE), (IMAGE_SIDE * IMAGE_SIDE,))
-    if array.shape[1:] not in expected and not (resize and array.ndim == 3):
+    if array.shape[1:] not in expected and not (framing and array.ndim == 3):
         raise InvalidInput(
             f"images have shape {list(array.shape[1:])}; expected [28, 28] or [784]"
-            + ("" if resize else " (or any [H, W] with resize=true)")
+            + ("" if framing else " (or any [H, W] with resize=true)")
         )
     top = 1.0 if dtype == "float" else 255.0
     if array.min() < 0 or array.max() > top:
@@ -114,8 +114,8 @@ def parse_json_images(body: bytes, limits: Limits, resize: bool) -> Batch:
     elif not np.array_equal(array, np.round(array)):
         raise InvalidInput('uint8 pixels must be whole numbers; send "dtype": "float" for values in [0, 1]')
     pixels = np.round(array).astype(np.uint8)
-    if resize and array.ndim == 3:
-        return np.stack([mnist_style(p) for p in pixels])
+    if framing and array.ndim == 3:
+        return np.stack([prepare_photo(p, framing) for p in pixels])
     return pixels.reshape(len(pixels), IMAGE_SIDE, IMAGE_SIDE)
 
 
@@ -139,7 +139,8 @@ async def read_images(request: Request, limits: Limits) -> tuple[str, bytes | li
     return kind, await read_uploads(request, body, limits)
 
 
-def decode_batch(kind: str, content: bytes | list[tuple[str, bytes]], limits: Limits, resize: bool) -> Batch:
+def decode_batch(kind: str, content: bytes | list[tuple[str, bytes]], limits: Limits, framing: Framing | None) -> Batch:
+    """Pixels of every image; `framing` (resize=true) prepares pictures of any size the data set's way."""
     if isinstance(content, bytes):
-        return parse_json_images(content, limits, resize)
-    return decode_uploads(content, limits, resize)
+        return parse_json_images(content, limits, framing)
+    return decode_uploads(content, limits, framing)

@@ -33,7 +33,7 @@ def plot_losses(history: list[StageHistory], path: Path) -> None:
 def plot_confusion(metrics: dict[str, Any], class_names: tuple[str, ...], path: Path) -> None:
     matrix = torch.tensor(metrics["confusion_matrix"])
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    ax.imshow(matrix.log1p(), cmap="Blues")
+    ax.imshow(matrix.log1p().numpy(), cmap="Blues")
     for i in range(len(class_names)):
         for j in range(len(class_names)):
             value = int(matrix[i, j])
@@ -55,7 +55,7 @@ def plot_reconstructions(model: StackedAutoencoder, x: torch.Tensor, path: Path,
     fig, axes = plt.subplots(2, count, figsize=(count, 2.3))
     for i in range(count):
         for row, images in enumerate((originals, rebuilt)):
-            axes[row, i].imshow(images[i].view(28, 28).cpu(), cmap="gray", vmin=0, vmax=1)
+            axes[row, i].imshow(images[i].view(28, 28).cpu().numpy(), cmap="gray", vmin=0, vmax=1)
             axes[row, i].axis("off")
     axes[0, 0].set_title("test images", loc="left", fontsize=9)
     axes[1, 0].set_title("reconstructions", loc="left", fontsize=9)

@@ -9,7 +9,9 @@ from starlette.concurrency import run_in_threadpool
 from service import inference
 from service.deps import LimitsDep, ModelDep, ResizeQuery
 from service.encoding import classification_json, embedding_json, negotiate, npy_bytes, png_strip, reconstruction_json
+from service.imaging import FRAMINGS
 from service.inputs import Batch, Limits, decode_batch, read_images
+from service.registry import ServedModel
 from service.schemas import ClassifyResponse, EmbedResponse, ErrorResponse, ImagesRequest, ReconstructResponse
 
 router = APIRouter(tags=["inference"])
@@ -56,9 +58,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def batch_from(request: Request, limits: Limits, resize: bool) -> Batch:
+async def batch_from(request: Request, served: ServedModel, limits: Limits, resize: bool) -> Batch:
     kind, content = await read_images(request, limits)
-    return await run_in_threadpool(decode_batch, kind, content, limits, resize)
+    framing = FRAMINGS.get(str(served.card["dataset"]), FRAMINGS["mnist"]) if resize else None
+    return await run_in_threadpool(decode_batch, kind, content, limits, framing)
 
 
 @router.post("/classify", response_model=ClassifyResponse, responses=ERRORS, openapi_extra=IMAGE_BODY)
@@ -70,7 +73,7 @@ async def classify(
     top_k: Annotated[int, Query(ge=1, le=1000, description="how many of the most probable classes to list")] = 3,
 ) -> Response:
     """Class probabilities, top-k classes and an in-distribution flag for each image, in input order."""
-    pixels = await batch_from(request, limits, resize)
+    pixels = await batch_from(request, served, limits, resize)
     result = await run_in_threadpool(inference.classify, served, pixels)
     top_k = min(top_k, len(served.class_names))
     return JSONResponse(classification_json(served.name, result, served.class_names, top_k, served.error_threshold))
@@ -92,7 +95,7 @@ async def classify(
 async def reconstruct(request: Request, served: ModelDep, limits: LimitsDep, resize: ResizeQuery = False) -> Response:
     """The autoencoder's reconstruction of each image, as PNG or JSON pixels, with its error."""
     media = negotiate(request.headers.get("accept"), ["image/png", "application/json"])
-    pixels = await batch_from(request, limits, resize)
+    pixels = await batch_from(request, served, limits, resize)
     result = await run_in_threadpool(inference.reconstruct, served, pixels)
     if media == "application/json":
         return JSONResponse(reconstruction_json(served.name, result))
@@ -125,7 +128,7 @@ async def embed(
 ) -> Response:
     """The encoder's code for each image."""
     media = negotiate(request.headers.get("accept"), ["application/json", "application/x-npy"])
-    pixels = await batch_from(request, limits, resize)
+    pixels = await batch_from(request, served, limits, resize)
     embeddings = await run_in_threadpool(inference.embed, served, pixels, layer)
     if media == "application/x-npy":
         return Response(npy_bytes(embeddings), media_type="application/x-npy")

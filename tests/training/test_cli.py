@@ -1,0 +1,62 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from models import load_checkpoint
+from training.cli import main
+
+
+def test_dry_run_trains_saves_and_plots(
+    tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "artifacts"
+    assert main(["train", "--dataset", "all", "--dry-run", "--out", str(out), "--device", "cpu"]) == 0
+    for name in ("mnist", "fashion-mnist"):
+        checkpoint = load_checkpoint(out / name)
+        card = checkpoint.card
+        assert card["dataset"] == name and card["dry_run"] and card["pretraining"] == "greedy"
+        assert card["recipe"]["name"] == "default" and card["recipe"]["hflip"] == (name == "fashion-mnist")
+        assert [s["name"] for s in card["stages"]] == ["pretrain 784-400", "pretrain 784-400-256", "fine-tune"]
+        assert set(card["metrics"]["reconstruction_error_percentiles"]) == {"p50", "p90", "p99", "p99.9"}
+        assert len(card["metrics"]["confusion_matrix"]) == 10
+        assert card["data_md5"]["train-images-idx3-ubyte"] and card["torch_version"] and card["created"]
+        for plot in ("loss_curves.png", "confusion_matrix.png", "reconstructions.png"):
+            assert (out / name / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_if_missing_keeps_a_verified_checkpoint(
+    tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "artifacts"
+    args = ["train", "--dataset", "mnist", "--dry-run", "--out", str(out), "--device", "cpu", "--if-missing"]
+    assert main(args) == 0
+    created = json.loads((out / "mnist" / "card.json").read_text())["created"]
+    assert main(args) == 0
+    assert "present and verified; not retraining" in capsys.readouterr().out
+    assert json.loads((out / "mnist" / "card.json").read_text())["created"] == created
+
+
+def test_evaluate_reproduces_the_card(tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "artifacts"
+    main(["train", "--dataset", "mnist", "--dry-run", "--out", str(out), "--device", "cpu"])
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "mnist"), "--json", "--device", "cpu"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    card = json.loads((out / "mnist" / "card.json").read_text())
+    assert metrics["test_accuracy"] == card["metrics"]["test_accuracy"]  # dry-run evaluates all 64 tiny test images
+    assert metrics["reconstruction_mse"] == pytest.approx(card["metrics"]["reconstruction_mse"])
+
+
+def test_ablation_prints_a_row_per_scheme(tiny_data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ablation", "--dataset", "mnist", "--dry-run", "--device", "cpu"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| mnist |")]
+    assert [row.split(" | ")[1] for row in rows] == ["greedy", "end-to-end", "none"]
+
+
+def test_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(tmp_path)]) == 1
+    assert "sae-train: error:" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--pretrain", "sideways"])
