@@ -73,9 +73,8 @@ def main() -> None:
         loader = lecture_loader(data_dir, Path(tmp))
         theirs = min(train_epoch(loader) for _ in range(args.repeats))
 
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    )
+    threads = torch.get_num_threads()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {threads} threads")
     print(f"one-off load of both splits into memory:       {load_seconds:6.2f} s")
     print(f"epoch, project path (in-memory tensors):        {ours:6.2f} s")
     print(f"epoch, lecture path (torchvision DataLoader):   {theirs:6.2f} s")

@@ -53,6 +53,7 @@ LimitsDep = Annotated[Limits, Depends(get_limits)]
 ResizeQuery = Annotated[
     bool,
     Query(
-        description="prepare a picture of any size the way the data set was made: invert a light background, crop, fit, centre"
+        description="prepare a picture of any size the way the data set was made: "
+        "invert a light background, crop, fit, centre"
     ),
 ]

@@ -56,7 +56,7 @@ def test_a_dark_stroke_on_white_paper_becomes_an_mnist_sample() -> None:
     paper[50:250, 120:140] = 20  # a tall '1', off-centre
     out = prepare_photo(paper)
     assert out.shape == (28, 28)
-    rows, cols = np.nonzero(out > 50)
+    rows, _ = np.nonzero(out > 50)
     assert rows.max() - rows.min() + 1 <= 20 and rows.max() - rows.min() + 1 >= 18  # fitted into the 20-pixel box
     ys, xs = np.indices(out.shape)
     mass = out.astype(float)
