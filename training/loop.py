@@ -21,6 +21,8 @@ class StageHistory:
     name: str
     losses: list[float] = field(default_factory=list)
     accuracies: list[float] = field(default_factory=list)
+    batch_losses: list[float] = field(default_factory=list)  # for the plots, not the card
+    batches_per_epoch: int = 0
     seconds: float = 0.0
 
 
@@ -44,9 +46,15 @@ def run_stage(
     generator: torch.Generator,
     device: torch.device,
     max_batches: int | None = None,
+    ema_decay: float = 0.0,
 ) -> StageHistory:
-    """Train `parameters` for `epochs` passes over shuffled batches, `step` giving each batch's loss."""
-    optimizer = make_optimizer(parameters, recipe, lr)
+    """Train `parameters` for `epochs` passes over shuffled batches, `step` giving each batch's loss.
+
+    With `ema_decay`, the parameters end as the exponential moving average of their values after each step.
+    """
+    params = list(parameters)
+    optimizer = make_optimizer(params, recipe, lr)
+    averages = [p.detach().clone() for p in params] if ema_decay else []
     batches = math.ceil(num_examples / recipe.batch_size)
     if max_batches is not None:
         batches = min(batches, max_batches)
@@ -55,14 +63,13 @@ def run_stage(
         if recipe.schedule == "onecycle"
         else None
     )
-    history = StageHistory(name)
+    history = StageHistory(name, batches_per_epoch=batches)
     start = time.perf_counter()
     bar = tqdm(total=epochs * batches, desc=name, unit="batch", leave=False, file=sys.stderr, disable=None)
     for epoch in range(1, epochs + 1):
         order = torch.randperm(num_examples, generator=generator).to(device)
-        loss_sum = torch.zeros((), device=device)
+        losses: list[torch.Tensor] = []
         correct_sum = torch.zeros((), device=device)
-        seen = 0
         for b in range(batches):
             indices = order[b * recipe.batch_size : (b + 1) * recipe.batch_size]
             loss, correct = step(indices)
@@ -71,12 +78,19 @@ def run_stage(
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            loss_sum += loss.detach() * len(indices)
+            if averages:
+                with torch.no_grad():
+                    torch._foreach_lerp_(averages, [p.detach() for p in params], 1.0 - ema_decay)
+            losses.append(loss.detach())
             if correct is not None:
                 correct_sum += correct
-            seen += len(indices)
             bar.update()
-        history.losses.append(loss_sum.item() / seen)
+        seen = min(num_examples, batches * recipe.batch_size)
+        batch_losses = torch.stack(losses).cpu()  # one device sync per epoch
+        history.batch_losses += batch_losses.tolist()
+        sizes = torch.full((batches,), float(recipe.batch_size))
+        sizes[-1] = seen - recipe.batch_size * (batches - 1)
+        history.losses.append(float((batch_losses * sizes).sum() / seen))
         line = f"{name} epoch {epoch}/{epochs}: loss {history.losses[-1]:.4f}"
         if correct is not None:
             history.accuracies.append(correct_sum.item() / seen)
@@ -84,5 +98,8 @@ def run_stage(
         bar.set_postfix_str(line.split(": ", 1)[1])
         tqdm.write(line, file=sys.stderr)
     bar.close()
+    if averages:
+        with torch.no_grad():
+            torch._foreach_copy_([p.data for p in params], averages)
     history.seconds = time.perf_counter() - start
     return history

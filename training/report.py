@@ -17,10 +17,12 @@ def plot_losses(history: list[StageHistory], path: Path) -> None:
     fig, axes = plt.subplots(1, len(history), figsize=(4 * len(history), 3.2), squeeze=False)
     for ax, stage in zip(axes[0], history, strict=True):
         epochs = range(1, len(stage.losses) + 1)
-        ax.plot(epochs, stage.losses, marker="o", label="loss")
+        steps = torch.arange(1, len(stage.batch_losses) + 1) / max(stage.batches_per_epoch, 1)
+        ax.plot(steps.numpy(), stage.batch_losses, color="tab:blue", alpha=0.35, linewidth=0.7, label="batch loss")
+        ax.plot(epochs, stage.losses, color="tab:blue", marker="o", label="epoch mean")
         ax.set_title(stage.name)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("MSE" if stage.name.startswith("pretrain") else "NLL")
+        ax.set_ylabel("NLL" if stage.name == "fine-tune" else "MSE")
         if stage.accuracies:
             twin = ax.twinx()
             twin.plot(epochs, [100 * a for a in stage.accuracies], color="tab:green", marker=".", label="train acc")

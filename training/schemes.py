@@ -1,5 +1,7 @@
 """Pretraining schemes (greedy, end-to-end, none) and supervised fine-tuning, all on in-memory tensors."""
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,19 +14,21 @@ SCHEMES = ("greedy", "end-to-end", "none")
 
 
 def augment(x: torch.Tensor, recipe: Recipe, generator: torch.Generator) -> torch.Tensor:
-    """Random whole-pixel shifts (and mirror images, if the recipe says) of a (B, 784) batch."""
-    if not recipe.max_shift and not recipe.hflip:
+    """Random whole-pixel shifts, small rotations and mirror images, as the recipe says, of a (B, 784) batch."""
+    if not recipe.max_shift and not recipe.max_rotation and not recipe.hflip:
         return x
     b = x.shape[0]
     images = x.view(b, 1, 28, 28)
     if recipe.hflip:
         flip = torch.rand(b, generator=generator).to(x.device) < 0.5
         images = torch.where(flip.view(b, 1, 1, 1), images.flip(3), images)
-    if recipe.max_shift:
+    if recipe.max_shift or recipe.max_rotation:
         shift = torch.randint(-recipe.max_shift, recipe.max_shift + 1, (b, 2), generator=generator).to(x)
+        angle = (torch.rand(b, generator=generator).to(x) * 2 - 1) * math.radians(recipe.max_rotation)
         theta = torch.zeros(b, 2, 3, device=x.device)
-        theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-        theta[:, :, 2] = shift * (2.0 / 28)  # whole pixels in grid units, so sampling stays exact
+        theta[:, 0, 0] = theta[:, 1, 1] = angle.cos()
+        theta[:, 0, 1], theta[:, 1, 0] = -angle.sin(), angle.sin()
+        theta[:, :, 2] = shift * (2.0 / 28)  # whole pixels in grid units: without rotation, sampling stays exact
         grid = F.affine_grid(theta, [b, 1, 28, 28], align_corners=False)
         images = F.grid_sample(images, grid, align_corners=False)
     return images.reshape(b, 784)
@@ -65,6 +69,41 @@ def autoencoder_stage(
     )
 
 
+def refit_decoders(
+    model: StackedAutoencoder,
+    x: torch.Tensor,
+    recipe: Recipe,
+    generator: torch.Generator,
+    epochs: int | None = None,
+    max_batches: int | None = None,
+) -> list[StageHistory]:
+    """Train only the decoders to reconstruct the input from the fine-tuned, frozen encoders' code."""
+    epochs = recipe.refit_decoder_epochs if epochs is None else epochs
+    if epochs == 0:
+        return []
+
+    def step(indices: torch.Tensor) -> tuple[torch.Tensor, None]:
+        clean = x[indices]  # (B, 784)
+        with torch.no_grad():
+            code = model.encode(clean)  # (B, 256)
+        return F.mse_loss(model.decode(code), clean), None
+
+    model.eval()  # no dropout in the frozen encoders; the decoders have none
+    history = run_stage(
+        "refit decoders",
+        (p for decoder in model.decoders for p in decoder.parameters()),
+        step,
+        len(x),
+        epochs,
+        recipe.pretrain_lr,
+        recipe,
+        generator,
+        x.device,
+        max_batches,
+    )
+    return [history]
+
+
 def pretrain(
     model: StackedAutoencoder,
     scheme: str,
@@ -86,6 +125,14 @@ def pretrain(
     raise ValueError(f"unknown pretraining scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
 
 
+def classification_loss(log_probs: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """NLL of the log-softmax head; with smoothing, against (1 - s) one-hot + s uniform targets."""
+    loss = F.nll_loss(log_probs, target)
+    if smoothing:
+        loss = (1 - smoothing) * loss - smoothing * log_probs.mean(1).mean()
+    return loss
+
+
 def finetune(
     model: StackedAutoencoder,
     x: torch.Tensor,
@@ -100,7 +147,7 @@ def finetune(
     def step(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         log_probs = model.classify(augment(x[indices], recipe, generator))  # (B, 10)
         target = y[indices]
-        return F.nll_loss(log_probs, target), (log_probs.argmax(1) == target).sum()
+        return classification_loss(log_probs, target, recipe.label_smoothing), (log_probs.argmax(1) == target).sum()
 
     model.train()
     history = run_stage(
@@ -114,6 +161,7 @@ def finetune(
         generator,
         x.device,
         max_batches,
+        recipe.ema_decay,
     )
     model.eval()
     return history

@@ -13,7 +13,7 @@ from training.data import Dataset
 from training.evaluate import evaluate
 from training.loop import StageHistory
 from training.recipes import Recipe
-from training.schemes import finetune, pretrain
+from training.schemes import finetune, pretrain, refit_decoders
 
 DRY_RUN_BATCHES = 2
 DRY_RUN_TEST_IMAGES = 1000
@@ -60,6 +60,7 @@ def train(
     start = time.perf_counter()
     history = pretrain(model, scheme, train_x, recipe, generator, max_batches=max_batches)
     history.append(finetune(model, train_x, train_y, recipe, generator, max_batches=max_batches))
+    history += refit_decoders(model, train_x, recipe, generator, epochs=1 if dry_run else None, max_batches=max_batches)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

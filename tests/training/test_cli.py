@@ -16,8 +16,9 @@ def test_dry_run_trains_saves_and_plots(
         checkpoint = load_checkpoint(out / name)
         card = checkpoint.card
         assert card["dataset"] == name and card["dry_run"] and card["pretraining"] == "greedy"
-        assert card["recipe"]["name"] == "default" and card["recipe"]["hflip"] == (name == "fashion-mnist")
-        assert [s["name"] for s in card["stages"]] == ["pretrain 784-400", "pretrain 784-400-256", "fine-tune"]
+        assert card["recipe"]["name"] == "default" and card["recipe"]["max_shift"] == (2 if name == "mnist" else 0)
+        stages = [s["name"] for s in card["stages"]]
+        assert stages == ["pretrain 784-400", "pretrain 784-400-256", "fine-tune", "refit decoders"]
         assert set(card["metrics"]["reconstruction_error_percentiles"]) == {"p50", "p90", "p99", "p99.9"}
         assert len(card["metrics"]["confusion_matrix"]) == 10
         assert card["data_md5"]["train-images-idx3-ubyte"] and card["torch_version"] and card["created"]

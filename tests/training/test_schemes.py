@@ -7,7 +7,7 @@ import torch
 from models import SAEConfig, StackedAutoencoder, to_model_input
 from training.data import load_dataset
 from training.recipes import DEFAULT, SEED, recipe_for
-from training.schemes import augment, autoencoder_stage, finetune, pretrain
+from training.schemes import augment, autoencoder_stage, finetune, pretrain, refit_decoders
 from training.train import train
 
 FAST = replace(DEFAULT, batch_size=64, pretrain_epochs=2, finetune_epochs=3)
@@ -70,7 +70,7 @@ def test_finetuning_learns_and_leaves_the_decoders_alone(tiny_data_dir: Path) ->
 def test_shift_augmentation_moves_whole_pixels_and_keeps_values() -> None:
     image = torch.zeros(1, 784)
     image[0, 14 * 28 + 14] = 1.0
-    recipe = replace(DEFAULT, max_shift=2)
+    recipe = replace(DEFAULT, max_shift=2, max_rotation=0.0)
     shifted = augment(image.repeat(200, 1), recipe, torch.Generator().manual_seed(0))
     assert torch.allclose(shifted.sum(1), torch.ones(200))  # a shift of at most 2 keeps the pixel inside
     assert set(shifted.max(1).values.tolist()) == {1.0}  # exact, not blurred
@@ -81,10 +81,11 @@ def test_shift_augmentation_moves_whole_pixels_and_keeps_values() -> None:
     assert torch.equal(augment(image, SEED, torch.Generator()), image)
 
 
-def test_only_garments_are_mirrored() -> None:
-    assert recipe_for("default", "fashion-mnist").hflip
-    assert not recipe_for("default", "mnist").hflip
-    assert not recipe_for("seed", "fashion-mnist").hflip
+def test_each_data_set_gets_its_own_default_recipe() -> None:
+    digits, garments = recipe_for("default", "mnist"), recipe_for("default", "fashion-mnist")
+    assert digits.name == garments.name == "default"
+    assert digits.max_shift and digits.dropout and not garments.max_shift and garments.ema_decay
+    assert recipe_for("seed", "fashion-mnist") == recipe_for("seed", "mnist") == SEED
 
 
 def test_same_seed_gives_the_same_metrics(tiny_data_dir: Path) -> None:
@@ -94,3 +95,22 @@ def test_same_seed_gives_the_same_metrics(tiny_data_dir: Path) -> None:
     assert runs[0].metrics == runs[1].metrics
     assert [h.losses for h in runs[0].history] == [h.losses for h in runs[1].history]
     assert [h.losses for h in other.history] != [h.losses for h in runs[0].history]
+
+
+def test_refitting_decoders_restores_reconstruction_and_keeps_the_classifier(tiny_data_dir: Path) -> None:
+    data = load_dataset("mnist")
+    x, y = to_model_input(data.train_images), data.train_labels
+    torch.manual_seed(0)
+    model = StackedAutoencoder(SAEConfig())
+    gen = torch.Generator().manual_seed(0)
+    pretrain(model, "end-to-end", x, FAST, gen)
+    finetune(model, x, y, replace(FAST, max_shift=0, max_rotation=0.0), gen, epochs=6)
+    before = reconstruction_error(model, x, 2)
+    with torch.no_grad():
+        logits = model.classify(x)
+    history = refit_decoders(model, x, FAST, gen, epochs=5)
+    assert [h.name for h in history] == ["refit decoders"]
+    assert reconstruction_error(model, x, 2) < 0.7 * before
+    with torch.no_grad():
+        assert torch.equal(model.classify(x), logits)
+    assert refit_decoders(model, x, SEED, gen) == []  # the lecture's recipe has no refit

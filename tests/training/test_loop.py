@@ -1,0 +1,30 @@
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.loop import run_stage
+from training.recipes import SEED
+from training.schemes import classification_loss
+
+
+def test_ema_leaves_the_moving_average_of_the_weights() -> None:
+    weight = nn.Parameter(torch.zeros(1))
+
+    def step(indices: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -weight.sum(), None  # gradient -1: plain SGD at lr 1 moves the weight to 1, 2, 3
+
+    recipe = replace(SEED, batch_size=1)
+    run_stage("toy", [weight], step, 3, 1, 1.0, recipe, torch.Generator(), torch.device("cpu"), ema_decay=0.5)
+    assert weight.item() == pytest.approx(2.125)  # 0 -> 0.5 -> 1.25 -> 2.125
+
+
+def test_label_smoothing_matches_cross_entropy_with_smoothed_targets() -> None:
+    logits = torch.randn(8, 10, generator=torch.Generator().manual_seed(0))
+    target = torch.arange(8)
+    log_probs = logits.log_softmax(1)
+    assert classification_loss(log_probs, target) == pytest.approx(F.cross_entropy(logits, target).item())
+    expected = F.cross_entropy(logits, target, label_smoothing=0.1).item()
+    assert classification_loss(log_probs, target, 0.1).item() == pytest.approx(expected, rel=1e-6)
