@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models import resolve_device
+from service.batchers import Batchers
 from service.errors import InputError
 from service.registry import Registry, load_models
 from service.routes import inference, meta
@@ -92,7 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.critical("no model could be loaded from %s (%s); not starting", settings.artifacts_dir, reasons)
             raise NoModelLoaded(f"no model could be loaded from {settings.artifacts_dir}: {reasons}")
         app.state.registry = registry
+        app.state.batchers = Batchers(settings)
         yield
+        await app.state.batchers.close()
 
     app = FastAPI(
         title="sae-serve",

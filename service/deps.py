@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
+from service.batchers import Batchers
 from service.errors import InputError, NotFound
 from service.inputs import Limits
 from service.registry import KNOWN_MODELS, Registry, ServedModel
@@ -24,7 +25,13 @@ def get_registry(request: Request) -> Registry:
     return registry
 
 
+def get_batchers(request: Request) -> Batchers:
+    batchers: Batchers = request.app.state.batchers
+    return batchers
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_from_app)]
+BatchersDep = Annotated[Batchers, Depends(get_batchers)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 
 

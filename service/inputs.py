@@ -123,24 +123,43 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+ACCEPTED_BODIES = (
+    "multipart/form-data (image files in the field 'file'), application/json ({\"images\": [...]}), "
+    "image/png, image/jpeg, ... (one image as the whole body) or application/octet-stream (N x 784 uint8 pixels)"
+)
+
+
+def parse_raw_pixels(body: bytes, limits: Limits) -> Batch:
+    """application/octet-stream: N images of 784 uint8 pixels each, row-major, back to back."""
+    side = IMAGE_SIDE * IMAGE_SIDE
+    if len(body) % side:
+        raise InvalidInput(f"octet-stream body of {len(body)} bytes is not a whole number of {side}-byte 28x28 images")
+    check_count(len(body) // side, limits)
+    return np.frombuffer(body, dtype=np.uint8).reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
+
+
 async def read_images(request: Request, limits: Limits) -> tuple[str, bytes | list[tuple[str, bytes]]]:
     """Read and size-check the body; return its kind and raw content for decoding off the event loop."""
     kind = media_type(request)
-    if kind not in ("multipart/form-data", "application/json"):
-        raise UnsupportedMediaType(
-            f"Content-Type {kind or 'missing'!r} is not accepted; send multipart/form-data with image files "
-            f"in the field '{FILE_FIELD}', or application/json with {{\"images\": [...]}}"
-        )
+    body_kinds = ("multipart/form-data", "application/json", "application/octet-stream")
+    if kind not in body_kinds and not kind.startswith("image/"):
+        raise UnsupportedMediaType(f"Content-Type {kind or 'missing'!r} is not accepted; send {ACCEPTED_BODIES}")
     body = await read_body(request, limits.max_upload_bytes)
     if not body:
         raise InvalidInput("request body is empty; send image files or JSON images")
-    if kind == "application/json":
-        return kind, body
-    return kind, await read_uploads(request, body, limits)
+    if kind == "multipart/form-data":
+        return kind, await read_uploads(request, body, limits)
+    if kind.startswith("image/"):
+        return kind, [("body", body)]
+    return kind, body
 
 
 def decode_batch(kind: str, content: bytes | list[tuple[str, bytes]], limits: Limits, framing: Framing | None) -> Batch:
     """Pixels of every image; `framing` (resize=true) prepares pictures of any size the data set's way."""
-    if isinstance(content, bytes):
-        return parse_json_images(content, limits, framing)
-    return decode_uploads(content, limits, framing)
+    if isinstance(content, list):
+        return decode_uploads(content, limits, framing)
+    if kind == "application/octet-stream":
+        if framing:
+            raise InvalidInput("resize=true needs image files or JSON arrays; octet-stream bodies are 28x28 already")
+        return parse_raw_pixels(content, limits)
+    return parse_json_images(content, limits, framing)

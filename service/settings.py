@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(8 * 1024 * 1024, gt=0, description="largest request body accepted")
     max_batch_images: int = Field(1024, gt=0, description="most images in one request")
     max_image_pixels: int = Field(40_000_000, gt=0, description="largest width x height decoded, read from the header")
+    batch_max_images: int = Field(256, gt=0, description="most images one micro-batched forward pass takes")
+    batch_max_wait_ms: float = Field(
+        2.0, ge=0, description="longest a request waits for others to share its forward pass, from its arrival"
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
 
 

@@ -3,12 +3,18 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from service import inference
-from service.deps import LimitsDep, ModelDep, ResizeQuery
-from service.encoding import classification_json, embedding_json, negotiate, npy_bytes, png_strip, reconstruction_json
+from service.deps import BatchersDep, LimitsDep, ModelDep, ResizeQuery
+from service.encoding import (
+    FastJSONResponse,
+    classification_json,
+    embedding_json,
+    negotiate,
+    npy_bytes,
+    png_strip,
+    reconstruction_json,
+)
 from service.imaging import FRAMINGS
 from service.inputs import Batch, Limits, decode_batch, read_images
 from service.registry import ServedModel
@@ -33,6 +39,12 @@ IMAGE_BODY: dict[str, Any] = {
                     },
                     "required": ["file"],
                 }
+            },
+            "image/png": {
+                "schema": {"type": "string", "format": "binary", "description": "one image as the whole body"}
+            },
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary", "description": "N x 784 uint8 pixels, row-major"}
             },
             "application/json": {
                 "schema": ImagesRequest.model_json_schema(),
@@ -68,15 +80,16 @@ async def batch_from(request: Request, served: ServedModel, limits: Limits, resi
 async def classify(
     request: Request,
     served: ModelDep,
+    batchers: BatchersDep,
     limits: LimitsDep,
     resize: ResizeQuery = False,
     top_k: Annotated[int, Query(ge=1, le=1000, description="how many of the most probable classes to list")] = 3,
 ) -> Response:
     """Class probabilities, top-k classes and an in-distribution flag for each image, in input order."""
     pixels = await batch_from(request, served, limits, resize)
-    result = await run_in_threadpool(inference.classify, served, pixels)
+    result = await batchers.classify(served, pixels)
     top_k = min(top_k, len(served.class_names))
-    return JSONResponse(classification_json(served.name, result, served.class_names, top_k, served.error_threshold))
+    return FastJSONResponse(classification_json(served.name, result, served.class_names, top_k, served.error_threshold))
 
 
 @router.post(
@@ -92,13 +105,15 @@ async def classify(
     },
     openapi_extra=IMAGE_BODY,
 )
-async def reconstruct(request: Request, served: ModelDep, limits: LimitsDep, resize: ResizeQuery = False) -> Response:
+async def reconstruct(
+    request: Request, served: ModelDep, batchers: BatchersDep, limits: LimitsDep, resize: ResizeQuery = False
+) -> Response:
     """The autoencoder's reconstruction of each image, as PNG or JSON pixels, with its error."""
     media = negotiate(request.headers.get("accept"), ["image/png", "application/json"])
     pixels = await batch_from(request, served, limits, resize)
-    result = await run_in_threadpool(inference.reconstruct, served, pixels)
+    result = await batchers.reconstruct(served, pixels)
     if media == "application/json":
-        return JSONResponse(reconstruction_json(served.name, result))
+        return FastJSONResponse(reconstruction_json(served.name, result))
     errors = ",".join(f"{e:.6g}" for e in result.reconstruction_errors.tolist())
     return Response(
         await run_in_threadpool(png_strip, result.pixels),
@@ -122,6 +137,7 @@ async def reconstruct(request: Request, served: ModelDep, limits: LimitsDep, res
 async def embed(
     request: Request,
     served: ModelDep,
+    batchers: BatchersDep,
     limits: LimitsDep,
     resize: ResizeQuery = False,
     layer: Annotated[int, Query(ge=1, le=2, description="2: the 256-d code (default); 1: the 400-d first layer")] = 2,
@@ -129,7 +145,7 @@ async def embed(
     """The encoder's code for each image."""
     media = negotiate(request.headers.get("accept"), ["application/json", "application/x-npy"])
     pixels = await batch_from(request, served, limits, resize)
-    embeddings = await run_in_threadpool(inference.embed, served, pixels, layer)
+    embeddings = await batchers.embed(served, pixels, layer)
     if media == "application/x-npy":
         return Response(npy_bytes(embeddings), media_type="application/x-npy")
-    return JSONResponse(embedding_json(served.name, layer, embeddings))
+    return FastJSONResponse(embedding_json(served.name, layer, embeddings))

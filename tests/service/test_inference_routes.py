@@ -112,3 +112,16 @@ def test_resize_accepts_any_size_and_without_it_the_size_is_named(client: TestCl
     assert "90x120 pixels; the models take 28x28" in refused.json()["detail"]
     assert "resize=true" in refused.json()["detail"]
     assert client.post("/classify?resize=true", files=files(big)).status_code == 200
+
+
+def test_raw_image_and_octet_stream_bodies_give_the_multipart_answer(client: TestClient) -> None:
+    pictures = [digit_like(20), digit_like(21)]
+    reference = [p["probabilities"] for p in client.post("/classify", files=files(*pictures)).json()["predictions"]]
+    raw_png = client.post("/classify", content=png_bytes(pictures[0]), headers={"Content-Type": "image/png"})
+    assert raw_png.json()["predictions"][0]["probabilities"] == pytest.approx(reference[0], abs=1e-6)
+    octets = np.stack(pictures).tobytes()
+    raw = client.post("/classify", content=octets, headers={"Content-Type": "application/octet-stream"})
+    assert [p["probabilities"] for p in raw.json()["predictions"]] == [pytest.approx(r, abs=1e-6) for r in reference]
+    refused = client.post("/embed", content=octets[:-1], headers={"Content-Type": "application/octet-stream"})
+    assert refused.status_code == 422
+    assert "1567 bytes is not a whole number of 784-byte 28x28 images" in refused.json()["detail"]

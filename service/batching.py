@@ -1,0 +1,134 @@
+"""Dynamic micro-batching: concurrent requests for the same model and operation share one forward pass.
+
+A request's images join a queue. The worker takes the first waiting request and everything queued
+behind it, up to `max_batch_images`; if that batch is not full and more requests are already on
+their way, it waits for them until `max_wait_s` after the first one arrived. A lone request, with
+nothing else queued, goes at once. While one forward runs in the worker thread the next batch
+fills, so under load batches grow by themselves. Each request gets back exactly its own rows.
+"""
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+Result = TypeVar("Result")
+
+
+def take_rows(result: Any, start: int, stop: int) -> Any:
+    """Rows start:stop of every array field of a dataclass result, or of an array."""
+    if isinstance(result, np.ndarray):
+        return result[start:stop]
+    return dataclasses.replace(
+        result, **{f.name: getattr(result, f.name)[start:stop] for f in dataclasses.fields(result)}
+    )
+
+
+@dataclass
+class _Pending:
+    pixels: NDArray[np.uint8]
+    future: asyncio.Future[Any]
+    arrived: float = field(default_factory=time.monotonic)
+
+
+class MicroBatcher(Generic[Result]):
+    def __init__(
+        self,
+        forward: Callable[[NDArray[np.uint8]], Result],
+        executor: Executor,
+        max_batch_images: int,
+        max_wait_s: float,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.forward = forward
+        self.executor = executor
+        self.max_batch_images = max_batch_images
+        self.max_wait_s = max_wait_s
+        self.on_batch = on_batch
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._held: _Pending | None = None  # a request that did not fit the last batch goes first in the next
+
+    async def submit(self, pixels: NDArray[np.uint8]) -> Result:
+        """Run `forward` on these images, batched with whatever else is waiting; return their rows."""
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._run())
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(pixels, future))
+        return await future
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+    def _fits(self, item: _Pending, size: int) -> bool:
+        return size + len(item.pixels) <= self.max_batch_images
+
+    async def _next(self, timeout: float | None = None) -> _Pending | None:
+        """The held-over request, else the next queued one (waiting up to `timeout`; None if none came)."""
+        if self._held is not None:
+            item, self._held = self._held, None
+            return item
+        if timeout is None:
+            return await self._queue.get()
+        if timeout <= 0:
+            return self._queue.get_nowait() if not self._queue.empty() else None
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await self._next()
+            assert first is not None
+            batch, size = [first], len(first.pixels)
+            await asyncio.sleep(0)  # let requests that arrived together reach the queue
+            deadline = first.arrived + self.max_wait_s
+            while size < self.max_batch_images:
+                if self._held is not None or not self._queue.empty():
+                    item = await self._next(0.0)
+                elif len(batch) > 1 and time.monotonic() < deadline:
+                    item = await self._next(deadline - time.monotonic())  # others are arriving: wait for more
+                else:
+                    break  # a lone request goes at once
+                if item is None:
+                    break
+                if not self._fits(item, size):
+                    self._held = item
+                    break
+                batch.append(item)
+                size += len(item.pixels)
+            await self._dispatch(loop, batch)
+
+    async def _dispatch(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        live = [p for p in batch if not p.future.done()]  # a client that went away needs no answer
+        if not live:
+            return
+        pixels = live[0].pixels if len(live) == 1 else np.concatenate([p.pixels for p in live])
+        waited = time.monotonic() - live[0].arrived
+        try:
+            result = await loop.run_in_executor(self.executor, self.forward, pixels)
+        except Exception as e:  # every waiting request learns of the failure; the worker carries on
+            for p in live:
+                if not p.future.done():
+                    p.future.set_exception(e)
+            return
+        if self.on_batch is not None:
+            self.on_batch(len(pixels), waited)
+        start = 0
+        for p in live:
+            stop = start + len(p.pixels)
+            if not p.future.done():
+                p.future.set_result(take_rows(result, start, stop) if len(live) > 1 else result)
+            start = stop
