@@ -5,13 +5,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 from models import IMAGE_SIDE
 from service.errors import InvalidInput, TooLarge, UndecodableInput, UnsupportedMediaType
 from service.imaging import Framing, decode_image, prepare_photo, require_model_size
+from service.multipart import parse_multipart
 
 FILE_FIELD = "file"
 Batch = NDArray[np.uint8]
@@ -45,26 +44,19 @@ def check_count(count: int, limits: Limits) -> None:
         raise TooLarge(f"{count} images in one request; the limit is {limits.max_batch_images}")
 
 
-async def read_uploads(request: Request, body: bytes, limits: Limits) -> list[tuple[str, bytes]]:
+def read_uploads(request: Request, body: bytes, limits: Limits) -> list[tuple[str, bytes]]:
     """(file name, bytes) of each upload in the multipart field `file`, in order."""
-    request._body = body  # let Starlette's form parser read the bytes already checked against the limit
-    try:
-        form = await request.form(max_files=limits.max_batch_images + 1, max_fields=limits.max_batch_images + 16)
-    except MultiPartException as e:
-        raise UndecodableInput(f"malformed multipart body: {e}") from e
-    try:
-        uploads = form.getlist(FILE_FIELD)
-        if any(not isinstance(u, UploadFile) for u in uploads):
-            raise InvalidInput(f"multipart field '{FILE_FIELD}' must hold files, not text")
-        if not uploads:
-            fields = ", ".join(sorted(set(form.keys()))) or "none"
-            raise InvalidInput(
-                f"multipart body has no '{FILE_FIELD}' field (fields found: {fields}); send images as '{FILE_FIELD}'"
-            )
-        check_count(len(uploads), limits)
-        return [(u.filename or f"file {i}", await u.read()) for i, u in enumerate(uploads) if isinstance(u, UploadFile)]
-    finally:
-        await form.close()
+    parts = parse_multipart(body, request.headers.get("content-type", ""), limits.max_batch_images + 16)
+    uploads = [p for p in parts if p.name == FILE_FIELD]
+    if any(p.filename is None for p in uploads):
+        raise InvalidInput(f"multipart field '{FILE_FIELD}' must hold files, not text")
+    if not uploads:
+        fields = ", ".join(sorted({p.name for p in parts})) or "none"
+        raise InvalidInput(
+            f"multipart body has no '{FILE_FIELD}' field (fields found: {fields}); send images as '{FILE_FIELD}'"
+        )
+    check_count(len(uploads), limits)
+    return [(p.filename or f"file {i}", p.content) for i, p in enumerate(uploads)]
 
 
 def decode_uploads(uploads: list[tuple[str, bytes]], limits: Limits, framing: Framing | None) -> Batch:
@@ -148,7 +140,7 @@ async def read_images(request: Request, limits: Limits) -> tuple[str, bytes | li
     if not body:
         raise InvalidInput("request body is empty; send image files or JSON images")
     if kind == "multipart/form-data":
-        return kind, await read_uploads(request, body, limits)
+        return kind, read_uploads(request, body, limits)
     if kind.startswith("image/"):
         return kind, [("body", body)]
     return kind, body
