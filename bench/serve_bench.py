@@ -87,7 +87,7 @@ def to_ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def wrk(url: str, script: Path, connections: int, seconds: float) -> Cell:
+def wrk(url: str, script: Path, connections: int, seconds: int) -> Cell:
     threads = min(2, connections)
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
@@ -182,7 +182,7 @@ def ceilings(artifacts: Path, pngs: list[bytes], pixels: np.ndarray) -> tuple[fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of each wrk run")
+    parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds A B C per connection count")
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 16, 64], help="wrk connection counts")
     parser.add_argument("--soak-requests", type=int, default=100_000, help="requests in the memory soak (0: skip)")

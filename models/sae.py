@@ -84,7 +84,11 @@ class StackedAutoencoder(nn.Module):
         h = self.input_dropout(x)
         for encoder in self.encoders:
             h = self.dropout(torch.tanh(encoder(h)))
-        return torch.log_softmax(self.head(h), dim=1)
+        return self.classify_code(h)
+
+    def classify_code(self, code: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities from an already computed full-depth code, so one encoding can serve both heads."""
+        return torch.log_softmax(self.head(code), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(x)

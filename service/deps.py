@@ -1,5 +1,10 @@
-"""Dependencies as Annotated aliases, so route signatures stay short."""
+"""Dependencies as Annotated aliases, so route signatures stay short.
 
+The inference routes take one dependency (`TargetDep`): FastAPI's per-dependency cost is paid on
+every request of the hot path.
+"""
+
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
@@ -15,34 +20,21 @@ class NotReady(InputError):
     status_code = 503
 
 
-def get_settings_from_app(request: Request) -> Settings:
+async def get_settings_from_app(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_registry(request: Request) -> Registry:
+async def get_registry(request: Request) -> Registry:
     registry: Registry = request.app.state.registry
     return registry
 
 
-def get_batchers(request: Request) -> Batchers:
-    batchers: Batchers = request.app.state.batchers
-    return batchers
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings_from_app)]
-BatchersDep = Annotated[Batchers, Depends(get_batchers)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 
 
-def get_model(
-    registry: RegistryDep,
-    settings: SettingsDep,
-    model: Annotated[
-        str | None, Query(description="model name: mnist or fashion-mnist (default from settings)")
-    ] = None,
-) -> ServedModel:
-    name = model or settings.default_model
+def find_model(registry: Registry, name: str) -> ServedModel:
     if name in registry.models:
         return registry.models[name]
     if name in registry.failures:
@@ -51,12 +43,28 @@ def get_model(
     raise NotFound(f"unknown model {name[:64]!r}; known models: {known}")
 
 
-def get_limits(settings: SettingsDep) -> Limits:
-    return Limits(settings.max_upload_bytes, settings.max_batch_images, settings.max_image_pixels)
+@dataclass(frozen=True)
+class Target:
+    """What an inference request needs: its model, the batchers and the input limits."""
+
+    served: ServedModel
+    batchers: Batchers
+    limits: Limits
 
 
-ModelDep = Annotated[ServedModel, Depends(get_model)]
-LimitsDep = Annotated[Limits, Depends(get_limits)]
+async def get_target(
+    request: Request,
+    model: Annotated[
+        str | None, Query(description="model name: mnist or fashion-mnist (default from settings)")
+    ] = None,
+) -> Target:
+    state = request.app.state
+    settings: Settings = state.settings
+    limits = Limits(settings.max_upload_bytes, settings.max_batch_images, settings.max_image_pixels)
+    return Target(find_model(state.registry, model or settings.default_model), state.batchers, limits)
+
+
+TargetDep = Annotated[Target, Depends(get_target)]
 ResizeQuery = Annotated[
     bool,
     Query(

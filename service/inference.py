@@ -35,8 +35,9 @@ def _errors(rebuilt: torch.Tensor, x: torch.Tensor) -> Floats:
 @torch.inference_mode()
 def classify(served: ServedModel, pixels: NDArray[np.uint8]) -> Classification:
     x = _input(served, pixels)
-    probabilities = served.model.classify(x).exp()  # (N, classes)
-    return Classification(probabilities.cpu().numpy(), _errors(served.model.reconstruct(x), x))
+    code = served.model.encode(x)  # (N, 256), shared by the classifier and the decoder
+    probabilities = served.model.classify_code(code).exp()  # (N, classes)
+    return Classification(probabilities.cpu().numpy(), _errors(served.model.decode(code), x))
 
 
 @torch.inference_mode()

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import BatchersDep, LimitsDep, ModelDep, ResizeQuery
+from service.deps import ResizeQuery, Target, TargetDep
 from service.encoding import (
     FastJSONResponse,
     classification_json,
@@ -16,11 +16,12 @@ from service.encoding import (
     reconstruction_json,
 )
 from service.imaging import FRAMINGS
-from service.inputs import Batch, Limits, decode_batch, read_images
-from service.registry import ServedModel
+from service.inputs import Batch, decode_batch, read_images
 from service.schemas import ClassifyResponse, EmbedResponse, ErrorResponse, ImagesRequest, ReconstructResponse
 
 router = APIRouter(tags=["inference"])
+# Decoding this much takes well under a millisecond; larger bodies decode in a worker thread.
+INLINE_DECODE_BYTES = 16 * 1024
 
 PNG_EXAMPLE = "a 28x28 grayscale PNG, white digit on black"
 IMAGE_BODY: dict[str, Any] = {
@@ -70,24 +71,27 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def batch_from(request: Request, served: ServedModel, limits: Limits, resize: bool) -> Batch:
+async def batch_from(request: Request, target: Target, resize: bool) -> Batch:
+    limits = target.limits
     kind, content = await read_images(request, limits)
-    framing = FRAMINGS.get(str(served.card["dataset"]), FRAMINGS["mnist"]) if resize else None
+    framing = FRAMINGS.get(str(target.served.card["dataset"]), FRAMINGS["mnist"]) if resize else None
+    size = len(content) if isinstance(content, bytes) else sum(len(data) for _, data in content)
+    if framing is None and size <= INLINE_DECODE_BYTES:
+        return decode_batch(kind, content, limits, framing)  # a few small images: cheaper than a thread hop
     return await run_in_threadpool(decode_batch, kind, content, limits, framing)
 
 
 @router.post("/classify", response_model=ClassifyResponse, responses=ERRORS, openapi_extra=IMAGE_BODY)
 async def classify(
     request: Request,
-    served: ModelDep,
-    batchers: BatchersDep,
-    limits: LimitsDep,
+    target: TargetDep,
     resize: ResizeQuery = False,
     top_k: Annotated[int, Query(ge=1, le=1000, description="how many of the most probable classes to list")] = 3,
 ) -> Response:
     """Class probabilities, top-k classes and an in-distribution flag for each image, in input order."""
-    pixels = await batch_from(request, served, limits, resize)
-    result = await batchers.classify(served, pixels)
+    served = target.served
+    pixels = await batch_from(request, target, resize)
+    result = await target.batchers.classify(served, pixels)
     top_k = min(top_k, len(served.class_names))
     return FastJSONResponse(classification_json(served.name, result, served.class_names, top_k, served.error_threshold))
 
@@ -105,13 +109,12 @@ async def classify(
     },
     openapi_extra=IMAGE_BODY,
 )
-async def reconstruct(
-    request: Request, served: ModelDep, batchers: BatchersDep, limits: LimitsDep, resize: ResizeQuery = False
-) -> Response:
+async def reconstruct(request: Request, target: TargetDep, resize: ResizeQuery = False) -> Response:
     """The autoencoder's reconstruction of each image, as PNG or JSON pixels, with its error."""
     media = negotiate(request.headers.get("accept"), ["image/png", "application/json"])
-    pixels = await batch_from(request, served, limits, resize)
-    result = await batchers.reconstruct(served, pixels)
+    served = target.served
+    pixels = await batch_from(request, target, resize)
+    result = await target.batchers.reconstruct(served, pixels)
     if media == "application/json":
         return FastJSONResponse(reconstruction_json(served.name, result))
     errors = ",".join(f"{e:.6g}" for e in result.reconstruction_errors.tolist())
@@ -136,16 +139,15 @@ async def reconstruct(
 )
 async def embed(
     request: Request,
-    served: ModelDep,
-    batchers: BatchersDep,
-    limits: LimitsDep,
+    target: TargetDep,
     resize: ResizeQuery = False,
     layer: Annotated[int, Query(ge=1, le=2, description="2: the 256-d code (default); 1: the 400-d first layer")] = 2,
 ) -> Response:
     """The encoder's code for each image."""
     media = negotiate(request.headers.get("accept"), ["application/json", "application/x-npy"])
-    pixels = await batch_from(request, served, limits, resize)
-    embeddings = await batchers.embed(served, pixels, layer)
+    served = target.served
+    pixels = await batch_from(request, target, resize)
+    embeddings = await target.batchers.embed(served, pixels, layer)
     if media == "application/x-npy":
         return Response(npy_bytes(embeddings), media_type="application/x-npy")
     return FastJSONResponse(embedding_json(served.name, layer, embeddings))

@@ -52,3 +52,8 @@ def test_preprocessing_scales_uint8_to_unit_range() -> None:
         to_model_input(pixels.float())
     with pytest.raises(ValueError, match="expected images of 28x28"):
         to_model_input(torch.zeros(1, 27, 28, dtype=torch.uint8))
+
+
+def test_classify_code_equals_classify_in_eval_mode(model: StackedAutoencoder) -> None:
+    x = torch.rand(6, 784)
+    assert torch.allclose(model.classify_code(model.encode(x)), model.classify(x))
