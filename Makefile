@@ -26,7 +26,7 @@ models: data
 run: models
 	$(BIN)/sae-serve
 
-test: data
+test: models
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -40,8 +40,10 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: data
+bench: models
+	@command -v wrk >/dev/null || apt-get install -y -qq wrk
 	$(BIN)/python bench/train_speed.py
+	$(BIN)/python bench/serve_bench.py
 
 clean:
 	rm -rf $(VENV) artifacts
