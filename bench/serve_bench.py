@@ -42,6 +42,7 @@ BOUNDARY = "saebenchboundary"
 
 @dataclass
 class Cell:
+    requests: int
     requests_per_s: float
     p50_ms: float
     p99_ms: float
@@ -96,6 +97,7 @@ def wrk(url: str, script: Path, connections: int, seconds: int) -> Cell:
         check=True,
     ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s|m)\b", out)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s|m)\b", out)
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
@@ -103,7 +105,7 @@ def wrk(url: str, script: Path, connections: int, seconds: int) -> Cell:
     errors = int(bad.group(1)) if bad else 0
     if socket_errors:
         errors += sum(int(g) for g in socket_errors.groups())
-    return Cell(rate, to_ms(*p50.groups()), to_ms(*p99.groups()), errors)  # type: ignore[union-attr]
+    return Cell(requests, rate, to_ms(*p50.groups()), to_ms(*p99.groups()), errors)  # type: ignore[union-attr]
 
 
 class Server:
@@ -218,12 +220,14 @@ def main() -> None:
             rss_start = server.rss_mb()
             png_batch = wrk(f"{server.url}/classify", batch_png, 4, args.seconds)
             raw_batch = wrk(f"{server.url}/classify", batch_raw, 4, args.seconds)
-            soak_cell, rss_warm, rss_end = None, server.rss_mb(), 0.0
+            soaked, soak_errors, rss_warm, rss_end = 0, 0, server.rss_mb(), 0.0
             if args.soak_requests:
                 wrk(f"{server.url}/classify", one, 64, 3)
                 rss_warm = server.rss_mb()
-                rate = max(results[("sae-serve", 64)][-1].requests_per_s, 100.0)
-                soak_cell = wrk(f"{server.url}/classify", one, 64, round(1.15 * args.soak_requests / rate))
+                while soaked < args.soak_requests:
+                    cell = wrk(f"{server.url}/classify", one, 64, 15)
+                    soaked += cell.requests
+                    soak_errors += cell.errors
                 rss_end = server.rss_mb()
         finally:
             server.stop()
@@ -265,10 +269,9 @@ def main() -> None:
     print(f"| PNG multipart | {png_rate:,.0f} | {png_share:.0f}% of PNG decode |")
     print()
     print(f"sae-serve memory (RSS, both models loaded): {rss_start:.0f} MB at start")
-    if soak_cell is not None:
-        done = soak_cell.requests_per_s * round(1.15 * args.soak_requests / rate)
+    if soaked:
         growth = 100 * (rss_end - rss_warm) / rss_warm
-        print(f"soak: about {done:,.0f} requests at 64 connections, {soak_cell.errors} errors")
+        print(f"soak: {soaked:,} requests at 64 connections, {soak_errors} errors")
         print(f"soak RSS: {rss_warm:.0f} MB after warm-up -> {rss_end:.0f} MB after the soak ({growth:+.1f}%)")
 
 

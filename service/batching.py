@@ -3,8 +3,9 @@
 A request's images join a queue. The worker takes the first waiting request and everything queued
 behind it, up to `max_batch_images`; if that batch is not full and more requests are already on
 their way, it waits for them until `max_wait_s` after the first one arrived. A lone request, with
-nothing else queued, goes at once. While one forward runs in the worker thread the next batch
-fills, so under load batches grow by themselves. Each request gets back exactly its own rows.
+nothing else queued, goes at once; when no forward is running either, it skips the queue and goes
+straight to the forward thread. While one forward runs the next batch fills, so under load batches
+grow by themselves. Each request gets back exactly its own rows.
 """
 
 import asyncio
@@ -55,12 +56,17 @@ class MicroBatcher(Generic[Result]):
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._held: _Pending | None = None  # a request that did not fit the last batch goes first in the next
+        self._in_flight = 0  # forwards started and not yet finished
 
     async def submit(self, pixels: NDArray[np.uint8]) -> Result:
         """Run `forward` on these images, batched with whatever else is waiting; return their rows."""
+        loop = asyncio.get_running_loop()
+        if self._in_flight == 0 and self._queue.empty() and self._held is None:
+            # Nothing running, nothing waiting: go straight to the forward thread, skipping the queue.
+            return await self._forward(loop, pixels, 0.0)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run())
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Result] = loop.create_future()
         await self._queue.put(_Pending(pixels, future))
         return await future
 
@@ -111,21 +117,28 @@ class MicroBatcher(Generic[Result]):
                 size += len(item.pixels)
             await self._dispatch(loop, batch)
 
+    async def _forward(self, loop: asyncio.AbstractEventLoop, pixels: NDArray[np.uint8], waited: float) -> Result:
+        self._in_flight += 1
+        try:
+            result = await loop.run_in_executor(self.executor, self.forward, pixels)
+        finally:
+            self._in_flight -= 1
+        if self.on_batch is not None:
+            self.on_batch(len(pixels), waited)
+        return result
+
     async def _dispatch(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         live = [p for p in batch if not p.future.done()]  # a client that went away needs no answer
         if not live:
             return
         pixels = live[0].pixels if len(live) == 1 else np.concatenate([p.pixels for p in live])
-        waited = time.monotonic() - live[0].arrived
         try:
-            result = await loop.run_in_executor(self.executor, self.forward, pixels)
+            result = await self._forward(loop, pixels, time.monotonic() - live[0].arrived)
         except Exception as e:  # every waiting request learns of the failure; the worker carries on
             for p in live:
                 if not p.future.done():
                     p.future.set_exception(e)
             return
-        if self.on_batch is not None:
-            self.on_batch(len(pixels), waited)
         start = 0
         for p in live:
             stop = start + len(p.pixels)

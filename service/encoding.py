@@ -53,16 +53,19 @@ def negotiate(accept: str | None, offered: list[str]) -> str:
 def classification_json(
     model: str, result: Classification, class_names: list[str], top_k: int, threshold: float
 ) -> dict[str, object]:
+    probabilities = result.probabilities
+    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k].tolist()  # (N, k), one sort for the batch
+    rows = probabilities.tolist()
+    errors = result.reconstruction_errors.tolist()
     predictions = []
-    for probs, error in zip(result.probabilities.tolist(), result.reconstruction_errors.tolist(), strict=True):
-        order = sorted(range(len(probs)), key=lambda i: -probs[i])
+    for probs, order, error in zip(rows, top, errors, strict=True):
         label = order[0]
         predictions.append(
             {
                 "label": label,
                 "class_name": class_names[label],
                 "probabilities": dict(zip(class_names, probs, strict=True)),
-                "top_k": [{"label": i, "class_name": class_names[i], "probability": probs[i]} for i in order[:top_k]],
+                "top_k": [{"label": i, "class_name": class_names[i], "probability": probs[i]} for i in order],
                 "reconstruction_error": error,
                 "in_distribution": error <= threshold,
             }
