@@ -127,7 +127,7 @@ def parse_raw_pixels(body: bytes, limits: Limits) -> Batch:
     if len(body) % side:
         raise InvalidInput(f"octet-stream body of {len(body)} bytes is not a whole number of {side}-byte 28x28 images")
     check_count(len(body) // side, limits)
-    return np.frombuffer(body, dtype=np.uint8).reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
+    return np.frombuffer(body, dtype=np.uint8).reshape(-1, IMAGE_SIDE, IMAGE_SIDE).copy()  # torch wants it writable
 
 
 async def read_images(request: Request, limits: Limits) -> tuple[str, bytes | list[tuple[str, bytes]]]:
