@@ -1,12 +1,15 @@
 """The FastAPI application: lifespan model loading, request ids, error handling, routers."""
 
+import asyncio
 import logging
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -14,9 +17,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from models import resolve_device
 from service.batchers import Batchers
 from service.errors import InputError
-from service.registry import Registry, load_models
-from service.routes import inference, meta
-from service.settings import Settings, get_settings
+from service.registry import Registry, load_models, reload_registry
+from service.routes import admin, inference, meta
+from service.security import ApiKeyMiddleware
+from service.settings import Settings, get_settings, split_list
 
 log = logging.getLogger("sae_serve")
 REQUEST_ID_HEADER = "x-request-id"
@@ -81,6 +85,24 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
 
+def watch_sighup(app: FastAPI) -> None:
+    """SIGHUP reloads the models, where the server runs in the main thread (as `sae-serve` does)."""
+    if not app.state.settings.reload_on_sighup:
+        return
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[object]] = set()
+
+    def on_sighup() -> None:
+        task = loop.create_task(reload_registry(app.state))
+        tasks.add(task)  # keep a reference until it is done
+        task.add_done_callback(tasks.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    except (RuntimeError, ValueError, NotImplementedError):
+        log.info("SIGHUP reloading is off: the server does not run in the main thread")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -94,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise NoModelLoaded(f"no model could be loaded from {settings.artifacts_dir}: {reasons}")
         app.state.registry = registry
         app.state.batchers = Batchers(settings)
+        watch_sighup(app)
         yield
         await app.state.batchers.close()
 
@@ -105,11 +128,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.registry = Registry()
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(ApiKeyMiddleware, keys=split_list(settings.api_keys), docs_public=settings.docs_public)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=split_list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "X-Reconstruction-Error", "X-Image-Count"],
+        )
+    app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every answer carries the id
     app.add_exception_handler(InputError, input_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected_error)
     app.include_router(inference.router)
     app.include_router(meta.router)
+    app.include_router(admin.router)
     return app

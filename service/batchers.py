@@ -49,7 +49,7 @@ class Batchers:
         result: inference.Reconstructions = await batcher.submit(pixels)
         return result
 
-    async def embed(self, served: ServedModel, pixels: NDArray[np.uint8], layer: int) -> inference.Floats:
+    async def embed(self, served: ServedModel, pixels: NDArray[np.uint8], *, layer: int) -> inference.Floats:
         batcher = self._get(served, "embed", partial(inference.embed, served, layer=layer), layer)
         result: inference.Floats = await batcher.submit(pixels)
         return result

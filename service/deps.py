@@ -50,6 +50,7 @@ class Target:
     served: ServedModel
     batchers: Batchers
     limits: Limits
+    timeout_s: float
 
 
 async def get_target(
@@ -60,8 +61,15 @@ async def get_target(
 ) -> Target:
     state = request.app.state
     settings: Settings = state.settings
-    limits = Limits(settings.max_upload_bytes, settings.max_batch_images, settings.max_image_pixels)
-    return Target(find_model(state.registry, model or settings.default_model), state.batchers, limits)
+    limits = Limits(
+        settings.max_upload_bytes,
+        settings.max_batch_images,
+        settings.max_image_pixels,
+        settings.max_json_bytes,
+        settings.max_json_depth,
+    )
+    served = find_model(state.registry, model or settings.default_model)
+    return Target(served, state.batchers, limits, settings.request_timeout_s)
 
 
 TargetDep = Annotated[Target, Depends(get_target)]

@@ -17,6 +17,10 @@ class NotFound(InputError):
     status_code = 404
 
 
+class RequestTimeout(InputError):
+    status_code = 408
+
+
 class TooLarge(InputError):
     status_code = 413
 

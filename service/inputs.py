@@ -21,18 +21,20 @@ class Limits:
     max_upload_bytes: int
     max_batch_images: int
     max_image_pixels: int
+    max_json_bytes: int
+    max_json_depth: int
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The whole body, refused as soon as it is known to exceed `max_bytes`."""
+async def read_body(request: Request, max_bytes: int, what: str = "request body") -> bytes:
+    """The whole body, refused as soon as it is known to exceed `max_bytes` (from Content-Length, or streaming)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise TooLarge(f"request body of {declared} bytes exceeds the limit of {max_bytes} bytes")
+        raise TooLarge(f"{what} of {declared} bytes exceeds the limit of {max_bytes} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise TooLarge(f"request body exceeds the limit of {max_bytes} bytes")
+            raise TooLarge(f"{what} exceeds the limit of {max_bytes} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -68,8 +70,25 @@ def decode_uploads(uploads: list[tuple[str, bytes]], limits: Limits, framing: Fr
     return batch
 
 
+def json_depth(body: bytes) -> int:
+    """Deepest bracket nesting, counted without parsing (brackets inside strings count too)."""
+    raw = np.frombuffer(body, dtype=np.uint8)
+    steps = np.isin(raw, (ord("["), ord("{"))).astype(np.int32) - np.isin(raw, (ord("]"), ord("}")))
+    return int(np.cumsum(steps).max(initial=0))
+
+
 def parse_json_images(body: bytes, limits: Limits, framing: Framing | None) -> Batch:
     """JSON {"images": [...], "dtype": "uint8" | "float"} -> batch, refusing anything that is not pixels."""
+    if len(body) > limits.max_json_bytes:
+        raise TooLarge(
+            f"JSON body of {len(body)} bytes exceeds the limit of {limits.max_json_bytes} bytes; "
+            "send fewer images per request, or application/octet-stream"
+        )
+    depth = json_depth(body)
+    if depth > limits.max_json_depth:
+        raise InvalidInput(
+            f"JSON nested {depth} levels deep; the limit is {limits.max_json_depth} (images -> rows -> pixels)"
+        )
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
@@ -136,7 +155,10 @@ async def read_images(request: Request, limits: Limits) -> tuple[str, bytes | li
     body_kinds = ("multipart/form-data", "application/json", "application/octet-stream")
     if kind not in body_kinds and not kind.startswith("image/"):
         raise UnsupportedMediaType(f"Content-Type {kind or 'missing'!r} is not accepted; send {ACCEPTED_BODIES}")
-    body = await read_body(request, limits.max_upload_bytes)
+    if kind == "application/json":
+        body = await read_body(request, min(limits.max_json_bytes, limits.max_upload_bytes), "JSON body")
+    else:
+        body = await read_body(request, limits.max_upload_bytes)
     if not body:
         raise InvalidInput("request body is empty; send image files or JSON images")
     if kind == "multipart/form-data":

@@ -1,13 +1,16 @@
 """The models the service holds: loaded from the artifacts folder, verified against their cards, warmed up."""
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import State
 
-from models import CheckpointError, StackedAutoencoder, load_checkpoint
+from models import CheckpointError, StackedAutoencoder, load_checkpoint, resolve_device
 
 log = logging.getLogger("sae_serve")
 KNOWN_MODELS = ("mnist", "fashion-mnist")
@@ -62,3 +65,23 @@ def load_models(artifacts_dir: Path, device: torch.device) -> Registry:
         registry.models[name] = served
         log.info("model %s loaded on %s (sha256 %s)", name, device, checkpoint.card["weights_sha256"][:12])
     return registry
+
+
+_reload_lock = asyncio.Lock()
+
+
+async def reload_registry(state: State) -> tuple[Registry, bool]:
+    """Load every model anew off the event loop, then swap the whole registry in one assignment.
+
+    Requests already running keep the models they started with; the next ones get the new set. If no
+    model loads, the old set stays. Returns the fresh registry and whether it was swapped in.
+    """
+    async with _reload_lock:
+        settings = state.settings
+        fresh = await run_in_threadpool(load_models, settings.artifacts_dir, resolve_device(settings.device))
+        if fresh.ready:
+            state.registry = fresh
+            log.info("models reloaded: %s", ", ".join(sorted(fresh.models)))
+        else:
+            log.error("reload loaded no model (%s); keeping the models already loaded", fresh.failures)
+        return fresh, fresh.ready

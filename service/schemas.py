@@ -74,6 +74,13 @@ class ModelsResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["ok", "ready", "not ready"]
     models: list[str] = []
+    failed: dict[str, str] = Field(default_factory=dict, description="models that did not load, with the reason")
+
+
+class ReloadResponse(BaseModel):
+    swapped: bool = Field(description="whether the new set replaced the old (only if at least one model loaded)")
+    loaded: list[str]
+    failed: dict[str, str]
 
 
 class ErrorResponse(BaseModel):

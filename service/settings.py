@@ -19,11 +19,25 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(8 * 1024 * 1024, gt=0, description="largest request body accepted")
     max_batch_images: int = Field(1024, gt=0, description="most images in one request")
     max_image_pixels: int = Field(40_000_000, gt=0, description="largest width x height decoded, read from the header")
+    max_json_bytes: int = Field(
+        4 * 1024 * 1024, gt=0, description="largest JSON body (1,024 images of 28x28 need ~3 MB)"
+    )
+    max_json_depth: int = Field(6, ge=4, description="deepest nesting of arrays and objects in a JSON body")
+    request_timeout_s: float = Field(30.0, gt=0, description="longest a request may take, reading its body included")
     batch_max_images: int = Field(256, gt=0, description="most images one micro-batched forward pass takes")
     batch_max_wait_ms: float = Field(
         2.0, ge=0, description="longest a request waits for others to share its forward pass, from its arrival"
     )
+    api_keys: str = Field("", description="comma-separated API keys; empty: no authentication")
+    docs_public: bool = Field(True, description="serve /docs and /openapi.json without an API key")
+    cors_origins: str = Field("", description="comma-separated origins allowed by CORS; empty: CORS off")
+    reload_on_sighup: bool = Field(True, description="reload the models from the artifacts folder on SIGHUP")
+    graceful_shutdown_s: int = Field(20, gt=0, description="on SIGTERM, how long in-flight requests may finish")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
+
+
+def split_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 @lru_cache

@@ -1,6 +1,9 @@
 """/classify, /reconstruct, /embed: decode -> predict -> encode, with the work off the event loop."""
 
-from typing import Annotated, Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -15,10 +18,12 @@ from service.encoding import (
     png_strip,
     reconstruction_json,
 )
+from service.errors import RequestTimeout
 from service.imaging import FRAMINGS
 from service.inputs import Batch, decode_batch, read_images
 from service.schemas import ClassifyResponse, EmbedResponse, ErrorResponse, ImagesRequest, ReconstructResponse
 
+Result = TypeVar("Result")
 router = APIRouter(tags=["inference"])
 # Decoding this much takes well under a millisecond; larger bodies decode in a worker thread.
 INLINE_DECODE_BYTES = 16 * 1024
@@ -71,6 +76,20 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+async def infer(
+    request: Request, target: Target, resize: bool, predict: Callable[[Batch], Awaitable[Result]]
+) -> Result:
+    """Read, decode and predict within the request timeout."""
+    try:
+        async with asyncio.timeout(target.timeout_s):
+            return await predict(await batch_from(request, target, resize))
+    except TimeoutError:
+        raise RequestTimeout(
+            f"request not completed within {target.timeout_s:g} s (SAE_REQUEST_TIMEOUT_S): "
+            "the body arrived too slowly or the service is overloaded; retry, or send fewer images"
+        ) from None
+
+
 async def batch_from(request: Request, target: Target, resize: bool) -> Batch:
     limits = target.limits
     kind, content = await read_images(request, limits)
@@ -90,8 +109,7 @@ async def classify(
 ) -> Response:
     """Class probabilities, top-k classes and an in-distribution flag for each image, in input order."""
     served = target.served
-    pixels = await batch_from(request, target, resize)
-    result = await target.batchers.classify(served, pixels)
+    result = await infer(request, target, resize, partial(target.batchers.classify, served))
     top_k = min(top_k, len(served.class_names))
     return FastJSONResponse(classification_json(served.name, result, served.class_names, top_k, served.error_threshold))
 
@@ -113,8 +131,7 @@ async def reconstruct(request: Request, target: TargetDep, resize: ResizeQuery =
     """The autoencoder's reconstruction of each image, as PNG or JSON pixels, with its error."""
     media = negotiate(request.headers.get("accept"), ["image/png", "application/json"])
     served = target.served
-    pixels = await batch_from(request, target, resize)
-    result = await target.batchers.reconstruct(served, pixels)
+    result = await infer(request, target, resize, partial(target.batchers.reconstruct, served))
     if media == "application/json":
         return FastJSONResponse(reconstruction_json(served.name, result))
     errors = ",".join(f"{e:.6g}" for e in result.reconstruction_errors.tolist())
@@ -146,8 +163,7 @@ async def embed(
     """The encoder's code for each image."""
     media = negotiate(request.headers.get("accept"), ["application/json", "application/x-npy"])
     served = target.served
-    pixels = await batch_from(request, target, resize)
-    embeddings = await target.batchers.embed(served, pixels, layer)
+    embeddings = await infer(request, target, resize, partial(target.batchers.embed, served, layer=layer))
     if media == "application/x-npy":
         return Response(npy_bytes(embeddings), media_type="application/x-npy")
     return FastJSONResponse(embedding_json(served.name, layer, embeddings))

@@ -52,5 +52,6 @@ async def live() -> HealthResponse:
 @router.get("/health/ready", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
 async def ready(registry: RegistryDep) -> JSONResponse:
     """Ready once at least one model is loaded; lists the loaded models."""
-    body = HealthResponse(status="ready" if registry.ready else "not ready", models=sorted(registry.models))
+    status = "ready" if registry.ready else "not ready"
+    body = HealthResponse(status=status, models=sorted(registry.models), failed=registry.failures)
     return JSONResponse(body.model_dump(), status_code=200 if registry.ready else 503)

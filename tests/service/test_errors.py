@@ -122,7 +122,9 @@ def test_a_model_that_failed_to_load_is_503_and_listed(tiny_artifacts: Path) -> 
         models = {m["name"]: m for m in client.get("/models").json()["models"]}
         assert models["mnist"]["loaded"] and not models["fashion-mnist"]["loaded"]
         assert "does not match its card" in models["fashion-mnist"]["error"]
-        assert client.get("/health/ready").json() == {"status": "ready", "models": ["mnist"]}
+        ready = client.get("/health/ready").json()
+        assert ready["status"] == "ready" and ready["models"] == ["mnist"]
+        assert "does not match its card" in ready["failed"]["fashion-mnist"]
 
 
 def test_service_refuses_to_start_without_any_model(tmp_path: Path) -> None:
@@ -139,3 +141,14 @@ def test_float_pixels_round_to_the_nearest_level(client: TestClient) -> None:
     nudged = (pixels / 255.0 + 0.001).clip(0, 1)
     close = client.post("/embed", json={"images": [nudged.tolist()], "dtype": "float"}).json()["embeddings"]
     assert np.allclose(exact, close, atol=1e-6)
+
+
+def test_json_size_and_depth_limits(tiny_artifacts: Path) -> None:
+    with TestClient(create_app(make_settings(tiny_artifacts, max_json_bytes=5000))) as small:
+        big = json.dumps({"images": [[0] * 784] * 3})
+        assert_error(
+            small.post("/classify", content=big, headers={"Content-Type": "application/json"}), 413, "JSON body"
+        )
+        deep = '{"images": ' + "[" * 50 + "0" + "]" * 50 + "}"
+        response = small.post("/classify", content=deep, headers={"Content-Type": "application/json"})
+        assert_error(response, 422, "nested 51 levels deep; the limit is 6")

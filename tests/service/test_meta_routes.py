@@ -16,8 +16,8 @@ def test_models_lists_cards_facts(client: TestClient) -> None:
 
 
 def test_health_probes(client: TestClient) -> None:
-    assert client.get("/health/live").json() == {"status": "ok", "models": []}
-    assert client.get("/health/ready").json() == {"status": "ready", "models": ["fashion-mnist", "mnist"]}
+    assert client.get("/health/live").json() == {"status": "ok", "models": [], "failed": {}}
+    assert client.get("/health/ready").json() == {"status": "ready", "models": ["fashion-mnist", "mnist"], "failed": {}}
 
 
 def test_request_id_is_echoed_or_made(client: TestClient) -> None:

@@ -1,0 +1,24 @@
+"""/admin/reload: reload every model from the artifacts folder and swap them in at once."""
+
+from fastapi import APIRouter, Request
+
+from service.errors import InputError
+from service.registry import reload_registry
+from service.schemas import ErrorResponse, ReloadResponse
+from service.settings import Settings, split_list
+
+router = APIRouter(tags=["admin"])
+
+
+class Forbidden(InputError):
+    status_code = 403
+
+
+@router.post("/admin/reload", response_model=ReloadResponse, responses={403: {"model": ErrorResponse}})
+async def reload(request: Request) -> ReloadResponse:
+    """Load the checkpoints anew; the new set replaces the old in one step only if at least one loads."""
+    settings: Settings = request.app.state.settings
+    if not split_list(settings.api_keys):
+        raise Forbidden("reloading is an admin action: set SAE_API_KEYS to enable /admin/reload (or send SIGHUP)")
+    fresh, swapped = await reload_registry(request.app.state)
+    return ReloadResponse(swapped=swapped, loaded=sorted(fresh.models), failed=fresh.failures)
