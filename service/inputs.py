@@ -101,12 +101,14 @@ def parse_json_images(body: bytes, limits: Limits, framing: Framing | None) -> B
     if not isinstance(images, list):
         raise InvalidInput('"images" must be a list of 28x28 or 784-long pixel arrays')
     check_count(len(images), limits)
+    not_pixels = '"images" must hold only numbers in rows of equal length (ragged or non-numeric: {})'
     try:
-        array = np.asarray(images, dtype=np.float64)
+        array = np.asarray(images)
     except (ValueError, TypeError) as e:
-        raise InvalidInput(
-            f'"images" must hold only numbers in rows of equal length (ragged or non-numeric: {e})'
-        ) from e
+        raise InvalidInput(not_pixels.format(e)) from e
+    if array.dtype.kind not in "iuf":  # strings, booleans, nulls and mixed objects are not pixels
+        raise InvalidInput(not_pixels.format(f"found {array.dtype}"))
+    array = array.astype(np.float64)
     if not np.isfinite(array).all():
         raise InvalidInput("images contain NaN or Infinity; send finite pixel values")
     expected = ((IMAGE_SIDE, IMAGE_SIDE), (IMAGE_SIDE * IMAGE_SIDE,))
