@@ -1,6 +1,7 @@
 """`sae-serve`: run the service under uvicorn with the settings from the environment."""
 
 import logging
+import signal
 
 import uvicorn
 
@@ -10,6 +11,9 @@ from service.settings import get_settings
 
 def main() -> None:
     settings = get_settings()
+    # uvicorn finishes in-flight requests on SIGTERM, then re-raises the signal to the previous
+    # handler; a graceful shutdown is a clean exit, so that handler does nothing and we exit 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(
         create_app(settings),
