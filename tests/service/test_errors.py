@@ -152,3 +152,11 @@ def test_json_size_and_depth_limits(tiny_artifacts: Path) -> None:
         deep = '{"images": ' + "[" * 50 + "0" + "]" * 50 + "}"
         response = small.post("/classify", content=deep, headers={"Content-Type": "application/json"})
         assert_error(response, 422, "nested 51 levels deep; the limit is 6")
+
+
+def test_a_body_without_content_length_is_refused_while_streaming(tiny_artifacts: Path) -> None:
+    chunks = iter([b"\0" * 600, b"\0" * 600])  # chunked transfer: no Content-Length to check up front
+    with TestClient(create_app(make_settings(tiny_artifacts, max_upload_bytes=1000))) as small:
+        response = small.post("/classify", content=chunks, headers={"Content-Type": "application/octet-stream"})
+        assert "content-length" not in response.request.headers
+        assert_error(response, 413, "request body exceeds the limit of 1000 bytes")
