@@ -3,7 +3,6 @@
 import asyncio
 import logging
 import signal
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,44 +11,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models import resolve_device
 from service.batchers import Batchers
 from service.errors import InputError
+from service.observability import REQUEST_ID_HEADER, AccessMiddleware, Metrics
 from service.registry import Registry, load_models, reload_registry
 from service.routes import admin, inference, meta
 from service.security import ApiKeyMiddleware
 from service.settings import Settings, get_settings, split_list
 
 log = logging.getLogger("sae_serve")
-REQUEST_ID_HEADER = "x-request-id"
 
 
 class NoModelLoaded(RuntimeError):
     """Raised at start-up when not one checkpoint could be loaded."""
-
-
-class RequestIdMiddleware:
-    """Take the client's X-Request-ID (or make one), keep it in request.state and echo it in the response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
-        request_id = given[:128] if given.isprintable() and given else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", []).append((REQUEST_ID_HEADER.encode(), request_id.encode("latin-1")))
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
 
 
 def request_id(request: Request) -> str:
@@ -115,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.critical("no model could be loaded from %s (%s); not starting", settings.artifacts_dir, reasons)
             raise NoModelLoaded(f"no model could be loaded from {settings.artifacts_dir}: {reasons}")
         app.state.registry = registry
-        app.state.batchers = Batchers(settings)
+        app.state.batchers = Batchers(settings, app.state.metrics.batch_observer)
         watch_sighup(app)
         yield
         await app.state.batchers.close()
@@ -128,7 +104,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.registry = Registry()
-    app.add_middleware(ApiKeyMiddleware, keys=split_list(settings.api_keys), docs_public=settings.docs_public)
+    app.state.metrics = Metrics()
+    app.add_middleware(
+        ApiKeyMiddleware,
+        keys=split_list(settings.api_keys),
+        docs_public=settings.docs_public,
+        metrics_public=settings.metrics_public,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -137,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept", "X-Request-ID"],
             expose_headers=["X-Request-ID", "X-Reconstruction-Error", "X-Image-Count"],
         )
-    app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every answer carries the id
+    app.add_middleware(AccessMiddleware, metrics=app.state.metrics)  # outermost: every answer is counted and logged
     app.add_exception_handler(InputError, input_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

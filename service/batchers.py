@@ -15,9 +15,11 @@ from service.settings import Settings
 
 
 class Batchers:
-    def __init__(self, settings: Settings, on_batch: Callable[[int, float], None] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, observe: Callable[[str, str], Callable[[int, float], None]] | None = None
+    ) -> None:
         self.settings = settings
-        self.on_batch = on_batch
+        self.observe = observe  # (model, operation) -> callback(images, seconds waited) for each forward
         # One thread: forwards run one at a time, each using torch's own intra-op threads.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
         self._batchers: dict[tuple[str, str, int, int], MicroBatcher[Any]] = {}
@@ -33,7 +35,7 @@ class Batchers:
                 self.executor,
                 self.settings.batch_max_images,
                 self.settings.batch_max_wait_ms / 1000,
-                self.on_batch,
+                self.observe(served.name, op) if self.observe else None,
             )
             self._batchers[key] = batcher
         return batcher

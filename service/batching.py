@@ -10,6 +10,7 @@ grow by themselves. Each request gets back exactly its own rows.
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import time
 from collections.abc import Callable
@@ -21,6 +22,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 Result = TypeVar("Result")
+# Images in the forward pass that answered the current request (for its log line).
+forward_images: contextvars.ContextVar[int | None] = contextvars.ContextVar("forward_images", default=None)
 
 
 def take_rows(result: Any, start: int, stop: int) -> Any:
@@ -37,6 +40,7 @@ class _Pending:
     pixels: NDArray[np.uint8]
     future: asyncio.Future[Any]
     arrived: float = field(default_factory=time.monotonic)
+    batch_images: int = 0
 
 
 class MicroBatcher(Generic[Result]):
@@ -63,12 +67,16 @@ class MicroBatcher(Generic[Result]):
         loop = asyncio.get_running_loop()
         if self._in_flight == 0 and self._queue.empty() and self._held is None:
             # Nothing running, nothing waiting: go straight to the forward thread, skipping the queue.
+            forward_images.set(len(pixels))
             return await self._forward(loop, pixels, 0.0)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run())
         future: asyncio.Future[Result] = loop.create_future()
-        await self._queue.put(_Pending(pixels, future))
-        return await future
+        pending = _Pending(pixels, future)
+        await self._queue.put(pending)
+        result = await future
+        forward_images.set(pending.batch_images)
+        return result
 
     async def close(self) -> None:
         if self._worker is not None:
@@ -141,6 +149,7 @@ class MicroBatcher(Generic[Result]):
             return
         start = 0
         for p in live:
+            p.batch_images = len(pixels)
             stop = start + len(p.pixels)
             if not p.future.done():
                 p.future.set_result(take_rows(result, start, stop) if len(live) > 1 else result)

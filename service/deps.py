@@ -69,6 +69,7 @@ async def get_target(
         settings.max_json_depth,
     )
     served = find_model(state.registry, model or settings.default_model)
+    request.state.model = served.name  # for metrics and logs: only known names, never the raw query
     return Target(served, state.batchers, limits, settings.request_timeout_s)
 
 

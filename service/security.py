@@ -26,10 +26,14 @@ def key_matches(key: bytes, keys: list[bytes]) -> bool:
 
 
 class ApiKeyMiddleware:
-    def __init__(self, app: ASGIApp, keys: list[str], docs_public: bool) -> None:
+    def __init__(self, app: ASGIApp, keys: list[str], docs_public: bool, metrics_public: bool) -> None:
         self.app = app
         self.keys = [k.encode() for k in keys]
-        self.open_paths = OPEN_PATHS | (DOCS_PATHS if docs_public else frozenset())
+        self.open_paths = (
+            OPEN_PATHS
+            | (DOCS_PATHS if docs_public else frozenset())
+            | ({"/metrics"} if metrics_public else frozenset())
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.keys or scope["path"] in self.open_paths or scope["method"] == "OPTIONS":

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     )
     api_keys: str = Field("", description="comma-separated API keys; empty: no authentication")
     docs_public: bool = Field(True, description="serve /docs and /openapi.json without an API key")
+    metrics_public: bool = Field(False, description="serve /metrics without an API key when keys are set")
+    log_format: Literal["json", "text"] = Field("json", description="json: one JSON object a log line")
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS; empty: CORS off")
     reload_on_sighup: bool = Field(True, description="reload the models from the artifacts folder on SIGHUP")
     graceful_shutdown_s: int = Field(20, gt=0, description="on SIGTERM, how long in-flight requests may finish")

@@ -1,9 +1,11 @@
 """/models and the health probes."""
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.deps import RegistryDep, SettingsDep
+from service.observability import Metrics
 from service.registry import KNOWN_MODELS
 from service.schemas import HealthResponse, ModelInfo, ModelsResponse
 
@@ -41,6 +43,18 @@ async def list_models(registry: RegistryDep, settings: SettingsDep) -> ModelsRes
             )
         )
     return ModelsResponse(default_model=settings.default_model, models=infos)
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def metrics(request: Request, registry: RegistryDep) -> PlainTextResponse:
+    """Requests by route, model and status, latency, batch sizes and queue waits, models loaded, process memory."""
+    collected: Metrics = request.app.state.metrics
+    collected.set_models({name: str(m.device) for name, m in registry.models.items()}, KNOWN_MODELS)
+    return PlainTextResponse(generate_latest(collected.registry).decode(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/health/live", response_model=HealthResponse)

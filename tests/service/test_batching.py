@@ -83,7 +83,7 @@ def test_a_failing_forward_fails_its_batch_and_the_next_one_runs() -> None:
 
 def test_concurrent_http_requests_through_the_batcher_match_the_unbatched_model(client: TestClient) -> None:
     sizes: list[int] = []
-    client.app.state.batchers.on_batch = lambda size, waited: sizes.append(size)  # type: ignore[attr-defined]
+    client.app.state.batchers.observe = lambda model, op: lambda size, waited: sizes.append(size)  # type: ignore[attr-defined]
     pictures = [digit_like(100 + i) for i in range(48)]
     served = client.app.state.registry.models["mnist"]  # type: ignore[attr-defined]
     with torch.inference_mode():

@@ -1,0 +1,133 @@
+"""Prometheus metrics, JSON log lines, and the middleware that gives each request an id, a metric and a log line."""
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.batching import forward_images
+
+REQUEST_ID_HEADER = "x-request-id"
+access_log = logging.getLogger("sae_serve.access")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class Metrics:
+    """One registry per app, so that several apps in one process (tests) do not share counters."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, cpu seconds, open fds
+        self.requests = Counter(
+            "sae_requests", "HTTP requests answered", ["route", "model", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "sae_request_duration_seconds", "time to answer", ["route"], buckets=LATENCY_BUCKETS, registry=self.registry
+        )
+        self.batch_images = Histogram(
+            "sae_batch_images",
+            "images per forward pass",
+            ["model", "operation"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "sae_batch_queue_wait_seconds",
+            "wait of a batch's first request before its forward pass",
+            ["model", "operation"],
+            buckets=WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_loaded = Gauge(
+            "sae_model_loaded", "1 if the model serves", ["model", "device"], registry=self.registry
+        )
+
+    def batch_observer(self, model: str, operation: str) -> Callable[[int, float], None]:
+        size = self.batch_images.labels(model, operation)
+        wait = self.queue_wait.labels(model, operation)
+
+        def observe(images: int, waited: float) -> None:
+            size.observe(images)
+            wait.observe(waited)
+
+        return observe
+
+    def set_models(self, loaded: dict[str, str], known: tuple[str, ...]) -> None:
+        self.model_loaded.clear()
+        for name in known:
+            self.model_loaded.labels(name, loaded.get(name, "none")).set(1 if name in loaded else 0)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, and the request's fields when it has them."""
+
+    FIELDS = ("request_id", "method", "route", "model", "status", "duration_ms", "batch_images")
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({k: getattr(record, k) for k in self.FIELDS if hasattr(record, k)})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+class AccessMiddleware:
+    """Take the client's X-Request-ID (or make one) and return it; count, time and log every request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+        request_id = given[:128] if given.isprintable() and given else uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 500
+        start = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((REQUEST_ID_HEADER.encode(), request_id.encode("latin-1")))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", "unmatched")  # the template, never the raw path
+            model = str(state.get("model", "-"))
+            self.metrics.requests.labels(route, model, str(status)).inc()
+            self.metrics.latency.labels(route).observe(seconds)
+            access_log.info(
+                "%s %s %d",
+                scope["method"],
+                route,
+                status,
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "route": route,
+                    "model": model,
+                    "status": status,
+                    "duration_ms": round(1000 * seconds, 3),
+                    "batch_images": forward_images.get(),
+                },
+            )
