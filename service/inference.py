@@ -51,3 +51,25 @@ def reconstruct(served: ServedModel, pixels: NDArray[np.uint8]) -> Reconstructio
 @torch.inference_mode()
 def embed(served: ServedModel, pixels: NDArray[np.uint8], layer: int) -> Floats:
     return served.model.encode(_input(served, pixels), depth=layer).cpu().numpy()  # (N, 400) or (N, 256)
+
+
+@dataclass
+class Everything:
+    probabilities: Floats  # (N, classes)
+    embeddings: Floats  # (N, 256)
+    reconstructions: Floats  # (N, 784) in [0, 1]
+    reconstruction_errors: Floats  # (N,)
+
+
+@torch.inference_mode()
+def everything(served: ServedModel, pixels: NDArray[np.uint8]) -> Everything:
+    """Every output of the model in one pass, for protocols that let the client pick outputs."""
+    x = _input(served, pixels)
+    code = served.model.encode(x)  # (N, 256)
+    rebuilt = served.model.decode(code)  # (N, 784)
+    return Everything(
+        served.model.classify_code(code).exp().cpu().numpy(),
+        code.cpu().numpy(),
+        rebuilt.cpu().numpy(),
+        _errors(rebuilt, x),
+    )
