@@ -1,0 +1,224 @@
+"""Typed httpx client. Requests are built and answers read by shared functions; only the I/O differs."""
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+ImageLike = str | os.PathLike[str] | bytes | Image.Image | NDArray[Any]
+Images = ImageLike | Sequence[ImageLike]
+
+
+class SAEError(Exception):
+    """The service refused a request: its status code and its `detail`."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(f"{status_code}: {detail}")
+        self.status_code, self.detail = status_code, detail
+
+
+def _as_list(images: Images) -> tuple[list[ImageLike], bool]:
+    """The images as a list, and whether a single image was given."""
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        return list(images), False
+    if isinstance(images, (str, os.PathLike, bytes, Image.Image, np.ndarray)):
+        return [images], True
+    return list(images), False
+
+
+def _png(image: Image.Image | NDArray[Any]) -> bytes:
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            image = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)  # floats are taken as 0-1
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _file_bytes(image: ImageLike) -> bytes:
+    if isinstance(image, bytes):
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        return Path(image).read_bytes()
+    return _png(image)
+
+
+def _request_body(images: list[ImageLike], accept: str | None = None) -> dict[str, Any]:
+    """httpx arguments: 28x28 uint8 arrays travel as raw pixels, anything else as image files."""
+    headers = {"Accept": accept} if accept else {}
+    if all(isinstance(i, np.ndarray) and i.shape == (28, 28) and i.dtype == np.uint8 for i in images):
+        pixels = np.stack([np.asarray(i) for i in images])
+        headers["Content-Type"] = "application/octet-stream"
+        return {"content": pixels.tobytes(), "headers": headers}
+    files = [("file", (f"image{i}", _file_bytes(image))) for i, image in enumerate(images)]
+    return {"files": files, "headers": headers}
+
+
+def _checked(response: httpx.Response) -> httpx.Response:
+    if response.status_code >= 400:
+        try:
+            detail = str(response.json()["detail"])
+        except (ValueError, KeyError, TypeError):
+            detail = response.text[:500]
+        raise SAEError(response.status_code, detail)
+    return response
+
+
+def _params(model: str | None, resize: bool, **extra: Any) -> dict[str, Any]:
+    params = {k: v for k, v in extra.items() if v is not None}
+    if model is not None:
+        params["model"] = model
+    if resize:
+        params["resize"] = "true"
+    return params
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _predictions(response: httpx.Response, single: bool) -> Any:
+    predictions = response.json()["predictions"]
+    return predictions[0] if single else predictions
+
+
+def _reconstructions(response: httpx.Response, single: bool) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
+    items = response.json()["reconstructions"]
+    pixels = np.array([r["pixels"] for r in items], dtype=np.uint8)
+    errors = np.array([r["reconstruction_error"] for r in items], dtype=np.float32)
+    return (pixels[0], errors[0:1]) if single else (pixels, errors)
+
+
+def _embeddings(response: httpx.Response, single: bool) -> NDArray[np.float32]:
+    array: NDArray[np.float32] = np.load(io.BytesIO(response.content), allow_pickle=False)
+    return array[0] if single else array
+
+
+class Client:
+    """Blocking client. Connection failures are retried `retries` times; refusals raise SAEError."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        model: str | None = None,
+    ) -> None:
+        self.model = model
+        self._http = httpx.Client(
+            base_url=base_url,
+            headers=_headers(api_key),
+            timeout=timeout,
+            transport=httpx.HTTPTransport(retries=retries),
+        )
+
+    def classify(self, images: Images, model: str | None = None, top_k: int = 3, resize: bool = False) -> Any:
+        """A prediction dict per image (one dict for one image)."""
+        batch, single = _as_list(images)
+        params = _params(model or self.model, resize, top_k=top_k)
+        return _predictions(_checked(self._http.post("/classify", params=params, **_request_body(batch))), single)
+
+    def reconstruct(
+        self, images: Images, model: str | None = None, resize: bool = False
+    ) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
+        """Reconstructed uint8 pixels, (N, 28, 28) or (28, 28), and the reconstruction errors."""
+        batch, single = _as_list(images)
+        response = self._http.post(
+            "/reconstruct",
+            params=_params(model or self.model, resize),
+            **_request_body(batch, "application/json"),
+        )
+        return _reconstructions(_checked(response), single)
+
+    def embed(
+        self, images: Images, model: str | None = None, layer: int = 2, resize: bool = False
+    ) -> NDArray[np.float32]:
+        """float32 codes, (N, dim) or (dim,)."""
+        batch, single = _as_list(images)
+        response = self._http.post(
+            "/embed",
+            params=_params(model or self.model, resize, layer=layer),
+            **_request_body(batch, "application/x-npy"),
+        )
+        return _embeddings(_checked(response), single)
+
+    def models(self) -> list[dict[str, Any]]:
+        return list(_checked(self._http.get("/models")).json()["models"])
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """The same calls for asyncio code."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        model: str | None = None,
+    ) -> None:
+        self.model = model
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers=_headers(api_key),
+            timeout=timeout,
+            transport=httpx.AsyncHTTPTransport(retries=retries),
+        )
+
+    async def classify(self, images: Images, model: str | None = None, top_k: int = 3, resize: bool = False) -> Any:
+        batch, single = _as_list(images)
+        params = _params(model or self.model, resize, top_k=top_k)
+        response = await self._http.post("/classify", params=params, **_request_body(batch))
+        return _predictions(_checked(response), single)
+
+    async def reconstruct(
+        self, images: Images, model: str | None = None, resize: bool = False
+    ) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
+        batch, single = _as_list(images)
+        response = await self._http.post(
+            "/reconstruct",
+            params=_params(model or self.model, resize),
+            **_request_body(batch, "application/json"),
+        )
+        return _reconstructions(_checked(response), single)
+
+    async def embed(
+        self, images: Images, model: str | None = None, layer: int = 2, resize: bool = False
+    ) -> NDArray[np.float32]:
+        batch, single = _as_list(images)
+        response = await self._http.post(
+            "/embed",
+            params=_params(model or self.model, resize, layer=layer),
+            **_request_body(batch, "application/x-npy"),
+        )
+        return _embeddings(_checked(response), single)
+
+    async def models(self) -> list[dict[str, Any]]:
+        return list(_checked(await self._http.get("/models")).json()["models"])
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.close()

@@ -1,0 +1,92 @@
+"""The Python client against a real server (slow)."""
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models import SAEConfig, StackedAutoencoder, save_checkpoint
+from sae_client import AsyncClient, Client, SAEError
+from tests.conftest import make_card
+from tests.service.conftest import digit_like, png_bytes
+from tests.service.test_shutdown import start_server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root: Path = tmp_path_factory.mktemp("artifacts")
+    torch.manual_seed(0)
+    for dataset in ("mnist", "fashion-mnist"):
+        save_checkpoint(
+            StackedAutoencoder(SAEConfig()), make_card(dataset, [str(d) for d in range(10)]), root / dataset
+        )
+    process, url = start_server(root, SAE_API_KEYS="secret")
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def test_every_image_form_gives_the_same_answer(server: str, tmp_path: Path) -> None:
+    pixels = digit_like(5)
+    path = tmp_path / "digit.png"
+    path.write_bytes(png_bytes(pixels))
+    with Client(server, api_key="secret") as client:
+        answers = [
+            client.classify(form)["probabilities"]
+            for form in (str(path), path, path.read_bytes(), Image.fromarray(pixels), pixels, pixels / 255.0)
+        ]
+        for answer in answers[1:]:
+            assert answer == pytest.approx(answers[0], abs=1e-6)
+        batch = client.classify([pixels, digit_like(6)], model="fashion-mnist", top_k=2)
+        assert len(batch) == 2 and len(batch[0]["top_k"]) == 2
+        stacked = client.classify(np.stack([pixels, digit_like(6)]), model="fashion-mnist")
+        assert [p["label"] for p in stacked] == [p["label"] for p in batch]
+
+
+def test_embed_and_reconstruct_shapes(server: str) -> None:
+    images = np.stack([digit_like(i) for i in range(3)])
+    with Client(server, api_key="secret", model="mnist") as client:
+        assert client.embed(images).shape == (3, 256)
+        assert client.embed(images[0], layer=1).shape == (400,)
+        rebuilt, errors = client.reconstruct(images)
+        assert rebuilt.shape == (3, 28, 28) and rebuilt.dtype == np.uint8 and errors.shape == (3,)
+        assert {m["name"] for m in client.models()} == {"mnist", "fashion-mnist"}
+
+
+def test_errors_carry_the_server_detail(server: str) -> None:
+    with Client(server, api_key="wrong") as client, pytest.raises(SAEError) as info:
+        client.classify(digit_like(1))
+    assert info.value.status_code == 401 and info.value.detail == "invalid API key"
+    with Client(server, api_key="secret") as client, pytest.raises(SAEError) as info:
+        client.classify(np.zeros((5, 5), np.uint8))
+    assert info.value.status_code == 422 and "5x5 pixels" in info.value.detail
+
+
+def test_the_async_client_matches_the_sync_one(server: str) -> None:
+    images = [digit_like(i) for i in range(4)]
+    with Client(server, api_key="secret") as client:
+        expected = [p["label"] for p in client.classify(images)]
+
+    async def run() -> list[list[int]]:
+        async with AsyncClient(server, api_key="secret") as client:
+            results = await asyncio.gather(*(client.classify(images) for _ in range(5)))
+            assert (await client.embed(images)).shape == (4, 256)
+            return [[p["label"] for p in r] for r in results]
+
+    assert asyncio.run(run()) == [expected] * 5
+
+
+def test_connection_failures_are_retried_then_raised() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    with Client(f"http://127.0.0.1:{port}", retries=2, timeout=2) as client, pytest.raises(httpx.ConnectError):
+        client.classify(digit_like(1))
