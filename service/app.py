@@ -17,7 +17,7 @@ from service.batchers import Batchers
 from service.errors import InputError
 from service.observability import REQUEST_ID_HEADER, AccessMiddleware, Metrics
 from service.registry import Registry, load_models, reload_registry
-from service.routes import admin, inference, meta, v2
+from service.routes import admin, demo, inference, meta, v2
 from service.security import ApiKeyMiddleware
 from service.settings import Settings, get_settings, split_list
 
@@ -128,4 +128,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(meta.router)
     app.include_router(admin.router)
     app.include_router(v2.router)
+    app.include_router(demo.router)
     return app
