@@ -81,6 +81,14 @@ def _params(model: str | None, resize: bool, **extra: Any) -> dict[str, Any]:
     return params
 
 
+def _prepare(
+    operation: str, images: Images, model: str | None, resize: bool, accept: str | None = None, **params: Any
+) -> tuple[str, dict[str, Any], bool]:
+    """Path, httpx arguments, and whether one image was given, for one of the three operations."""
+    batch, single = _as_list(images)
+    return f"/{operation}", {"params": _params(model, resize, **params), **_request_body(batch, accept)}, single
+
+
 def _headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
@@ -123,33 +131,22 @@ class Client:
 
     def classify(self, images: Images, model: str | None = None, top_k: int = 3, resize: bool = False) -> Any:
         """A prediction dict per image (one dict for one image)."""
-        batch, single = _as_list(images)
-        params = _params(model or self.model, resize, top_k=top_k)
-        return _predictions(_checked(self._http.post("/classify", params=params, **_request_body(batch))), single)
+        path, kwargs, single = _prepare("classify", images, model or self.model, resize, top_k=top_k)
+        return _predictions(_checked(self._http.post(path, **kwargs)), single)
 
     def reconstruct(
         self, images: Images, model: str | None = None, resize: bool = False
     ) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
         """Reconstructed uint8 pixels, (N, 28, 28) or (28, 28), and the reconstruction errors."""
-        batch, single = _as_list(images)
-        response = self._http.post(
-            "/reconstruct",
-            params=_params(model or self.model, resize),
-            **_request_body(batch, "application/json"),
-        )
-        return _reconstructions(_checked(response), single)
+        path, kwargs, single = _prepare("reconstruct", images, model or self.model, resize, "application/json")
+        return _reconstructions(_checked(self._http.post(path, **kwargs)), single)
 
     def embed(
         self, images: Images, model: str | None = None, layer: int = 2, resize: bool = False
     ) -> NDArray[np.float32]:
         """float32 codes, (N, dim) or (dim,)."""
-        batch, single = _as_list(images)
-        response = self._http.post(
-            "/embed",
-            params=_params(model or self.model, resize, layer=layer),
-            **_request_body(batch, "application/x-npy"),
-        )
-        return _embeddings(_checked(response), single)
+        path, kwargs, single = _prepare("embed", images, model or self.model, resize, "application/x-npy", layer=layer)
+        return _embeddings(_checked(self._http.post(path, **kwargs)), single)
 
     def models(self) -> list[dict[str, Any]]:
         return list(_checked(self._http.get("/models")).json()["models"])
@@ -184,32 +181,20 @@ class AsyncClient:
         )
 
     async def classify(self, images: Images, model: str | None = None, top_k: int = 3, resize: bool = False) -> Any:
-        batch, single = _as_list(images)
-        params = _params(model or self.model, resize, top_k=top_k)
-        response = await self._http.post("/classify", params=params, **_request_body(batch))
-        return _predictions(_checked(response), single)
+        path, kwargs, single = _prepare("classify", images, model or self.model, resize, top_k=top_k)
+        return _predictions(_checked(await self._http.post(path, **kwargs)), single)
 
     async def reconstruct(
         self, images: Images, model: str | None = None, resize: bool = False
     ) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
-        batch, single = _as_list(images)
-        response = await self._http.post(
-            "/reconstruct",
-            params=_params(model or self.model, resize),
-            **_request_body(batch, "application/json"),
-        )
-        return _reconstructions(_checked(response), single)
+        path, kwargs, single = _prepare("reconstruct", images, model or self.model, resize, "application/json")
+        return _reconstructions(_checked(await self._http.post(path, **kwargs)), single)
 
     async def embed(
         self, images: Images, model: str | None = None, layer: int = 2, resize: bool = False
     ) -> NDArray[np.float32]:
-        batch, single = _as_list(images)
-        response = await self._http.post(
-            "/embed",
-            params=_params(model or self.model, resize, layer=layer),
-            **_request_body(batch, "application/x-npy"),
-        )
-        return _embeddings(_checked(response), single)
+        path, kwargs, single = _prepare("embed", images, model or self.model, resize, "application/x-npy", layer=layer)
+        return _embeddings(_checked(await self._http.post(path, **kwargs)), single)
 
     async def models(self) -> list[dict[str, Any]]:
         return list(_checked(await self._http.get("/models")).json()["models"])

@@ -69,11 +69,15 @@ def make_card(dataset: str, class_names: list[str]) -> dict[str, object]:
     }
 
 
-@pytest.fixture
-def tiny_artifacts(tmp_path: Path) -> Path:
-    """An artifacts folder with untrained but valid checkpoints for both data sets."""
-    root = tmp_path / "artifacts"
+def write_tiny_artifacts(root: Path) -> Path:
+    """Untrained but valid checkpoints for both data sets (Fashion-MNIST's classes named c0..c9)."""
     torch.manual_seed(0)
     for dataset, names in (("mnist", [str(d) for d in range(10)]), ("fashion-mnist", [f"c{d}" for d in range(10)])):
         save_checkpoint(StackedAutoencoder(SAEConfig()), make_card(dataset, names), root / dataset)
     return root
+
+
+@pytest.fixture
+def tiny_artifacts(tmp_path: Path) -> Path:
+    """An artifacts folder with untrained but valid checkpoints for both data sets."""
+    return write_tiny_artifacts(tmp_path / "artifacts")

@@ -8,12 +8,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from models import SAEConfig, StackedAutoencoder, save_checkpoint
 from sae_client import AsyncClient, Client, SAEError
-from tests.conftest import make_card
+from tests.conftest import write_tiny_artifacts
 from tests.service.conftest import digit_like, png_bytes
 from tests.service.test_shutdown import start_server
 
@@ -22,12 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root: Path = tmp_path_factory.mktemp("artifacts")
-    torch.manual_seed(0)
-    for dataset in ("mnist", "fashion-mnist"):
-        save_checkpoint(
-            StackedAutoencoder(SAEConfig()), make_card(dataset, [str(d) for d in range(10)]), root / dataset
-        )
+    root = write_tiny_artifacts(tmp_path_factory.mktemp("artifacts"))
     process, url = start_server(root, SAE_API_KEYS="secret")
     yield url
     process.terminate()

@@ -8,17 +8,14 @@ import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from models import SAEConfig, StackedAutoencoder, save_checkpoint
 from service.app import create_app
-from tests.conftest import make_card
+from tests.conftest import write_tiny_artifacts
 from tests.service.conftest import digit_like, make_settings, png_bytes
 
 MULTIPART = "multipart/form-data; boundary=XyZ"
@@ -254,12 +251,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def catalog_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    root: Path = tmp_path_factory.mktemp("artifacts")
-    torch.manual_seed(0)
-    for dataset in ("mnist", "fashion-mnist"):
-        save_checkpoint(
-            StackedAutoencoder(SAEConfig()), make_card(dataset, [str(d) for d in range(10)]), root / dataset
-        )
+    root = write_tiny_artifacts(tmp_path_factory.mktemp("artifacts"))
     settings = make_settings(root, max_batch_images=8, max_json_bytes=100_000, max_upload_bytes=200_000)
     with TestClient(create_app(settings)) as client:
         yield client
