@@ -89,8 +89,9 @@ def _prepare(
     return f"/{operation}", {"params": _params(model, resize, **params), **_request_body(batch, accept)}, single
 
 
-def _headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+def _options(base_url: str, api_key: str | None, timeout: float) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return {"base_url": base_url, "headers": headers, "timeout": timeout}
 
 
 def _predictions(response: httpx.Response, single: bool) -> Any:
@@ -123,10 +124,7 @@ class Client:
     ) -> None:
         self.model = model
         self._http = httpx.Client(
-            base_url=base_url,
-            headers=_headers(api_key),
-            timeout=timeout,
-            transport=httpx.HTTPTransport(retries=retries),
+            **_options(base_url, api_key, timeout), transport=httpx.HTTPTransport(retries=retries)
         )
 
     def classify(self, images: Images, model: str | None = None, top_k: int = 3, resize: bool = False) -> Any:
@@ -173,12 +171,8 @@ class AsyncClient:
         model: str | None = None,
     ) -> None:
         self.model = model
-        self._http = httpx.AsyncClient(
-            base_url=base_url,
-            headers=_headers(api_key),
-            timeout=timeout,
-            transport=httpx.AsyncHTTPTransport(retries=retries),
-        )
+        transport = httpx.AsyncHTTPTransport(retries=retries)
+        self._http = httpx.AsyncClient(**_options(base_url, api_key, timeout), transport=transport)
 
     async def classify(self, images: Images, model: str | None = None, top_k: int = 3, resize: bool = False) -> Any:
         path, kwargs, single = _prepare("classify", images, model or self.model, resize, top_k=top_k)
