@@ -1,13 +1,14 @@
 """Pretraining schemes (greedy, end-to-end, none) and supervised fine-tuning, all on in-memory tensors."""
 
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models import StackedAutoencoder
-from training.loop import StageHistory, run_stage
+from training.loop import BatchStep, StageHistory, run_stage
 from training.recipes import Recipe
 
 SCHEMES = ("greedy", "end-to-end", "none")
@@ -34,6 +35,23 @@ def augment(x: torch.Tensor, recipe: Recipe, generator: torch.Generator) -> torc
     return images.reshape(b, 784)
 
 
+def train_modules(
+    name: str,
+    modules: Iterable[nn.Module],
+    step: BatchStep,
+    x: torch.Tensor,
+    epochs: int,
+    lr: float,
+    recipe: Recipe,
+    generator: torch.Generator,
+    max_batches: int | None = None,
+    ema_decay: float = 0.0,
+) -> StageHistory:
+    """One stage over the rows of `x`, training the parameters of `modules` and nothing else."""
+    parameters = [p for module in modules for p in module.parameters()]
+    return run_stage(name, parameters, step, len(x), epochs, lr, recipe, generator, x.device, max_batches, ema_decay)
+
+
 def autoencoder_stage(
     model: StackedAutoencoder,
     depth: int,
@@ -55,18 +73,8 @@ def autoencoder_stage(
         return F.mse_loss(model.reconstruct(noisy, depth), clean), None
 
     model.train()
-    return run_stage(
-        f"pretrain {'-'.join(str(w) for w in model.config.widths[: depth + 1])}",
-        (p for layer in layers for p in layer.parameters()),
-        step,
-        len(x),
-        epochs,
-        recipe.pretrain_lr,
-        recipe,
-        generator,
-        x.device,
-        max_batches,
-    )
+    name = f"pretrain {'-'.join(str(w) for w in model.config.widths[: depth + 1])}"
+    return train_modules(name, layers, step, x, epochs, recipe.pretrain_lr, recipe, generator, max_batches)
 
 
 def refit_decoders(
@@ -89,19 +97,11 @@ def refit_decoders(
         return F.mse_loss(model.decode(code), clean), None
 
     model.eval()  # no dropout in the frozen encoders; the decoders have none
-    history = run_stage(
-        "refit decoders",
-        (p for decoder in model.decoders for p in decoder.parameters()),
-        step,
-        len(x),
-        epochs,
-        recipe.pretrain_lr,
-        recipe,
-        generator,
-        x.device,
-        max_batches,
-    )
-    return [history]
+    return [
+        train_modules(
+            "refit decoders", model.decoders, step, x, epochs, recipe.pretrain_lr, recipe, generator, max_batches
+        )
+    ]
 
 
 def pretrain(
@@ -150,16 +150,15 @@ def finetune(
         return classification_loss(log_probs, target, recipe.label_smoothing), (log_probs.argmax(1) == target).sum()
 
     model.train()
-    history = run_stage(
+    history = train_modules(
         "fine-tune",
-        (p for module in (*model.encoders, model.head) for p in module.parameters()),
+        [*model.encoders, model.head],
         step,
-        len(x),
+        x,
         recipe.finetune_epochs if epochs is None else epochs,
         recipe.finetune_lr,
         recipe,
         generator,
-        x.device,
         max_batches,
         recipe.ema_decay,
     )
