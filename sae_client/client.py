@@ -1,11 +1,12 @@
 """Typed httpx client. Requests are built and answers read by shared functions; only the I/O differs."""
 
 import io
+from abc import ABC, abstractmethod
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 
 import httpx
 import numpy as np
@@ -14,6 +15,7 @@ from PIL import Image
 
 ImageLike = str | os.PathLike[str] | bytes | Image.Image | NDArray[Any]
 Images = ImageLike | Sequence[ImageLike]
+Http = TypeVar("Http", httpx.Client, httpx.AsyncClient)
 
 
 class SAEError(Exception):
@@ -89,11 +91,6 @@ def _prepare(
     return f"/{operation}", {"params": _params(model, resize, **params), **_request_body(batch, accept)}, single
 
 
-def _options(base_url: str, api_key: str | None, timeout: float) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    return {"base_url": base_url, "headers": headers, "timeout": timeout}
-
-
 def _predictions(response: httpx.Response, single: bool) -> Any:
     predictions = response.json()["predictions"]
     return predictions[0] if single else predictions
@@ -111,8 +108,8 @@ def _embeddings(response: httpx.Response, single: bool) -> NDArray[np.float32]:
     return array[0] if single else array
 
 
-class Client:
-    """Blocking client. Connection failures are retried `retries` times; refusals raise SAEError."""
+class _Base(ABC, Generic[Http]):
+    """What both clients are made of: a default model and an httpx client with key, timeout and retries."""
 
     def __init__(
         self,
@@ -123,9 +120,19 @@ class Client:
         model: str | None = None,
     ) -> None:
         self.model = model
-        self._http = httpx.Client(
-            **_options(base_url, api_key, timeout), transport=httpx.HTTPTransport(retries=retries)
-        )
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http: Http = self._connect({"base_url": base_url, "headers": headers, "timeout": timeout}, retries)
+
+    @abstractmethod
+    def _connect(self, options: dict[str, Any], retries: int) -> Http:
+        """The httpx client, retrying connection failures `retries` times."""
+
+
+class Client(_Base[httpx.Client]):
+    """Blocking client. Connection failures are retried `retries` times; refusals raise SAEError."""
+
+    def _connect(self, options: dict[str, Any], retries: int) -> httpx.Client:
+        return httpx.Client(**options, transport=httpx.HTTPTransport(retries=retries))
 
     def classify(self, images: Images, model: str | None = None, top_k: int = 3, resize: bool = False) -> Any:
         """A prediction dict per image (one dict for one image)."""
@@ -159,20 +166,11 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(_Base[httpx.AsyncClient]):
     """The same calls for asyncio code."""
 
-    def __init__(
-        self,
-        base_url: str = "http://127.0.0.1:8000",
-        api_key: str | None = None,
-        timeout: float = 30.0,
-        retries: int = 3,
-        model: str | None = None,
-    ) -> None:
-        self.model = model
-        transport = httpx.AsyncHTTPTransport(retries=retries)
-        self._http = httpx.AsyncClient(**_options(base_url, api_key, timeout), transport=transport)
+    def _connect(self, options: dict[str, Any], retries: int) -> httpx.AsyncClient:
+        return httpx.AsyncClient(**options, transport=httpx.AsyncHTTPTransport(retries=retries))
 
     async def classify(self, images: Images, model: str | None = None, top_k: int = 3, resize: bool = False) -> Any:
         path, kwargs, single = _prepare("classify", images, model or self.model, resize, top_k=top_k)
