@@ -1,8 +1,8 @@
 """Typed httpx client. Requests are built and answers read by shared functions; only the I/O differs."""
 
 import io
-from abc import ABC, abstractmethod
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
