@@ -47,8 +47,10 @@ class ProtocolError(Exception):
         self.status_code, self.message = status_code, message
 
 
-def error(status_code: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status_code)
+async def protocol_error(request: Request, exc: Exception) -> JSONResponse:
+    """The protocol's own error form, registered on the app for ProtocolError."""
+    assert isinstance(exc, ProtocolError)
+    return JSONResponse({"error": exc.message}, status_code=exc.status_code)
 
 
 def served_model(request: Request, name: str) -> ServedModel:
@@ -88,10 +90,7 @@ async def server_ready(request: Request) -> JSONResponse:
 
 @router.get("/models/{name}")
 async def model_metadata(request: Request, name: str) -> JSONResponse:
-    try:
-        served = served_model(request, name)
-    except ProtocolError as e:
-        return error(e.status_code, e.message)
+    served = served_model(request, name)
     return JSONResponse(
         {
             "name": served.name,
@@ -106,11 +105,7 @@ async def model_metadata(request: Request, name: str) -> JSONResponse:
 
 @router.get("/models/{name}/ready")
 async def model_ready(request: Request, name: str) -> JSONResponse:
-    try:
-        served = served_model(request, name)
-    except ProtocolError as e:
-        return error(e.status_code, e.message)
-    return JSONResponse({"name": served.name, "ready": True})
+    return JSONResponse({"name": served_model(request, name).name, "ready": True})
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
@@ -188,19 +183,17 @@ def input_pixels(header: dict[str, Any], binary: bytes, max_images: int) -> NDAr
 async def infer(request: Request, name: str) -> Response:
     """Infer with one `images` tensor; JSON or binary tensor data in and out."""
     settings: Settings = request.app.state.settings
+    served = served_model(request, name)
     try:
-        served = served_model(request, name)
         body = await read_body(request, settings.max_upload_bytes)
-        header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
-        pixels = input_pixels(header, binary, settings.max_batch_images)
-        known = {o["name"]: o for o in outputs_of(served)}
-        wanted = header.get("outputs") or [{"name": n} for n in known]
-        if not isinstance(wanted, list) or not all(isinstance(o, dict) and o.get("name") in known for o in wanted):
-            raise ProtocolError(400, f"outputs must be named from {', '.join(known)}")
-    except ProtocolError as e:
-        return error(e.status_code, e.message)
     except InputError as e:
-        return error(e.status_code, e.detail)
+        raise ProtocolError(e.status_code, e.detail) from e
+    header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
+    pixels = input_pixels(header, binary, settings.max_batch_images)
+    known = {o["name"]: o for o in outputs_of(served)}
+    wanted = header.get("outputs") or [{"name": n} for n in known]
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) and o.get("name") in known for o in wanted):
+        raise ProtocolError(400, f"outputs must be named from {', '.join(known)}")
     result = await run_in_threadpool(inference.everything, served, pixels)
     count = len(pixels)
     values = {
