@@ -22,13 +22,15 @@ class Batchers:
         self.observe = observe  # (model, operation) -> callback(images, seconds waited) for each forward
         # One thread: forwards run one at a time, each using torch's own intra-op threads.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
-        self._batchers: dict[tuple[str, str, int, int], MicroBatcher[Any]] = {}
+        self._batchers: dict[tuple[str, str, int], tuple[ServedModel, MicroBatcher[Any]]] = {}
 
     def _get(
         self, served: ServedModel, op: str, forward: Callable[[NDArray[np.uint8]], Any], layer: int = 0
     ) -> MicroBatcher[Any]:
-        key = (served.name, op, layer, id(served))  # a reloaded model gets new batchers
-        batcher = self._batchers.get(key)
+        key = (served.name, op, layer)
+        known = self._batchers.get(key)
+        # A reloaded model gets a new batcher; the old one finishes what it holds, and its worker ends.
+        batcher = known[1] if known is not None and known[0] is served else None
         if batcher is None:
             batcher = MicroBatcher(
                 forward,
@@ -37,7 +39,7 @@ class Batchers:
                 self.settings.batch_max_wait_ms / 1000,
                 self.observe(served.name, op) if self.observe else None,
             )
-            self._batchers[key] = batcher
+            self._batchers[key] = (served, batcher)
         return batcher
 
     async def classify(self, served: ServedModel, pixels: NDArray[np.uint8]) -> inference.Classification:
@@ -57,6 +59,6 @@ class Batchers:
         return result
 
     async def close(self) -> None:
-        for batcher in self._batchers.values():
+        for _, batcher in self._batchers.values():
             await batcher.close()
         self.executor.shutdown(wait=True)

@@ -69,11 +69,11 @@ class MicroBatcher(Generic[Result]):
             # Nothing running, nothing waiting: go straight to the forward thread, skipping the queue.
             forward_images.set(len(pixels))
             return await self._forward(loop, pixels, 0.0)
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._run())
         future: asyncio.Future[Result] = loop.create_future()
         pending = _Pending(pixels, future)
-        await self._queue.put(pending)
+        self._queue.put_nowait(pending)
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._run())
         result = await future
         forward_images.set(pending.batch_images)
         return result
@@ -87,13 +87,11 @@ class MicroBatcher(Generic[Result]):
     def _fits(self, item: _Pending, size: int) -> bool:
         return size + len(item.pixels) <= self.max_batch_images
 
-    async def _next(self, timeout: float | None = None) -> _Pending | None:
+    async def _next(self, timeout: float) -> _Pending | None:
         """The held-over request, else the next queued one (waiting up to `timeout`; None if none came)."""
         if self._held is not None:
             item, self._held = self._held, None
             return item
-        if timeout is None:
-            return await self._queue.get()
         if timeout <= 0:
             return self._queue.get_nowait() if not self._queue.empty() else None
         try:
@@ -102,9 +100,10 @@ class MicroBatcher(Generic[Result]):
             return None
 
     async def _run(self) -> None:
+        """Serve batches while requests wait, then end; the next submit starts a new worker."""
         loop = asyncio.get_running_loop()
-        while True:
-            first = await self._next()
+        while self._held is not None or not self._queue.empty():
+            first = await self._next(0.0)
             assert first is not None
             batch, size = [first], len(first.pixels)
             await asyncio.sleep(0)  # let requests that arrived together reach the queue

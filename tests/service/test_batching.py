@@ -38,6 +38,8 @@ def test_concurrent_requests_share_forwards_and_get_their_own_rows() -> None:
         with ThreadPoolExecutor(1) as executor:
             batcher = MicroBatcher(forward, executor, max_batch_images=8, max_wait_s=0.05)
             results = await asyncio.gather(*(batcher.submit(images(1 + i % 3, i)) for i in range(20)))
+            await asyncio.sleep(0)
+            assert batcher._worker is None or batcher._worker.done()  # no idle worker is left behind
             await batcher.close()
             return results
 
