@@ -1,30 +1,44 @@
-# syntax=docker/dockerfile:1
-# sae-serve image. Build stage makes a virtual environment with the same install step as `make install`;
-# the final stage copies only that environment onto a slim base: no compilers, no pip cache.
-#   docker build -t sae-serve .                                   # torch from the default package index
-#   docker build --build-arg TORCH_INDEX_URL=<wheel index> ...    # e.g. PyTorch's CPU-only or a CUDA wheel index
+# sae-serve images, two targets sharing every layer but their last:
+#   serve (the default): the service only: torch, FastAPI, no training packages, no compilers, no data
+#   train: the service image plus the training extra (torchvision, tqdm, matplotlib), for `sae-train`
+#
+#   docker build -t sae-serve .                                             # torch from the default package index
+#   docker build --target train -t sae-serve-train .
+#   docker build --build-arg TORCH_INDEX_URL=<wheel index> -t sae-serve .   # e.g. a CPU-only or a CUDA wheel index
+#
+# The dependencies (torch alone is several GB) sit in their own layers, rebuilt only when pyproject.toml or a
+# version changes; the project's own code is a small layer of its own, so a code change rebuilds in seconds.
 ARG PYTHON_VERSION=3.11
 
-FROM python:${PYTHON_VERSION}-slim AS build
+FROM python:${PYTHON_VERSION}-slim AS deps
 ARG TORCH_VERSION=2.14.1
-ARG TORCHVISION_VERSION=0.29.1
 ARG TORCH_INDEX_URL=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
+RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==${TORCH_VERSION}"
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
+# The project's dependencies without the project: install it with no code, then remove it again.
+RUN touch README.md && pip install . && pip uninstall --yes sae-serve && rm -rf README.md build *.egg-info
+
+FROM deps AS app
+COPY README.md ./
 COPY models ./models
 COPY training ./training
 COPY service ./service
-RUN pip install .
+RUN pip install --no-deps --prefix=/opt/app .
 
-FROM python:${PYTHON_VERSION}-slim
+FROM python:${PYTHON_VERSION}-slim AS runtime
+ARG PYTHON_VERSION
 RUN useradd --create-home --uid 10001 sae && mkdir -p /data /artifacts && chown sae:sae /data /artifacts
-COPY --from=build /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH \
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=app /opt/app /opt/app
+# Bytecode is compiled at install time; a read-only root file system must not be written at run time.
+ENV PATH=/opt/app/bin:/opt/venv/bin:$PATH \
+    PYTHONPATH=/opt/app/lib/python${PYTHON_VERSION}/site-packages \
     PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
     SAE_HOST=0.0.0.0 \
     SAE_PORT=8000 \
     SAE_ARTIFACTS_DIR=/artifacts \
@@ -33,6 +47,20 @@ USER sae
 WORKDIR /home/sae
 EXPOSE 8000
 VOLUME ["/artifacts", "/data"]
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"SAE_PORT\"]}/health/ready', timeout=2)"]
 CMD ["sae-serve"]
+
+FROM runtime AS train
+ARG TORCHVISION_VERSION=0.29.1
+ARG TORCH_INDEX_URL=""
+USER root
+# pyproject.toml's `train` extra; torchvision must match torch's build, so it comes from torch's index.
+RUN pip install --no-cache-dir ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torchvision==${TORCHVISION_VERSION}" \
+    && pip install --no-cache-dir "tqdm>=4.66" "matplotlib>=3.8"
+ENV MPLCONFIGDIR=/tmp/matplotlib
+USER sae
+HEALTHCHECK NONE
+CMD ["sh", "-c", "sae-train fetch --dataset all && sae-train train --dataset all --if-missing"]
+
+FROM runtime AS serve

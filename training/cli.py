@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -43,10 +44,15 @@ def _train_one(args: argparse.Namespace, name: str, scheme: str) -> TrainResult:
     )
 
 
+def default_artifacts_dir() -> Path:
+    """The folder `sae-serve` loads from: $SAE_ARTIFACTS_DIR, as the service reads it, or ./artifacts."""
+    return Path(os.environ.get("SAE_ARTIFACTS_DIR", "artifacts"))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     out = args.out
     if out is None:
-        out = Path(tempfile.mkdtemp(prefix="sae-dry-run-")) if args.dry_run else Path("artifacts")
+        out = Path(tempfile.mkdtemp(prefix="sae-dry-run-")) if args.dry_run else default_artifacts_dir()
     for name in _datasets(args.dataset):
         directory = out / name
         if args.if_missing:
@@ -140,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain", choices=SCHEMES, default="greedy", help="pretraining scheme (default: greedy)")
     training_flags(p)
     p.add_argument(
-        "--out", type=Path, default=None, help="artifacts folder (default: ./artifacts; a temporary one for --dry-run)"
+        "--out",
+        type=Path,
+        default=None,
+        help="artifacts folder (default: $SAE_ARTIFACTS_DIR or ./artifacts; a temporary one for --dry-run)",
     )
     p.add_argument("--if-missing", action="store_true", help="skip data sets whose checkpoint is present and verifies")
     p.set_defaults(func=cmd_train)

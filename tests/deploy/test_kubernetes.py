@@ -7,7 +7,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.test_deploy import ROUTES, SCRIPTS, check_command, setting_names
+from tests.deploy.project import ROUTES, SCRIPTS, check_command, setting_names
 
 FOLDER = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
 MANIFESTS = {p.name: yaml.safe_load(p.read_text()) for p in sorted(FOLDER.glob("*.yaml"))}

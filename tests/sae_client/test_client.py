@@ -12,8 +12,8 @@ from PIL import Image
 
 from sae_client import AsyncClient, Client, SAEError
 from tests.conftest import write_tiny_artifacts
+from tests.servers import start_server
 from tests.service.conftest import digit_like, png_bytes
-from tests.service.test_shutdown import start_server
 
 pytestmark = pytest.mark.slow
 

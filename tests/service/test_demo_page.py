@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.service.test_e2e import ARTIFACTS
-from tests.service.test_shutdown import start_server
+from tests.servers import TRAINED_ARTIFACTS, start_server
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -27,7 +26,7 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    process, url = start_server(ARTIFACTS)
+    process, url = start_server(TRAINED_ARTIFACTS)
     yield url
     process.terminate()
     process.wait(timeout=20)

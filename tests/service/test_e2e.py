@@ -1,64 +1,26 @@
 """A real `sae-serve` process on a loopback port with the real trained checkpoints (slow; run by CI)."""
 
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.servers import require_trained_artifacts, start_server
 from training.data import load_dataset
 
 pytestmark = pytest.mark.slow
-ARTIFACTS = Path(os.environ.get("SAE_TEST_ARTIFACTS", "artifacts"))
 BATCH = 250
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    for name in ("mnist", "fashion-mnist"):
-        if not (ARTIFACTS / name / "card.json").is_file():
-            pytest.fail(f"no trained checkpoint in {ARTIFACTS / name}; run `make models` (make test does) first")
-    port = free_port()
-    env = {
-        **os.environ,
-        "SAE_PORT": str(port),
-        "SAE_HOST": "127.0.0.1",
-        "SAE_ARTIFACTS_DIR": str(ARTIFACTS),
-        "SAE_LOG_LEVEL": "warning",
-    }
-    script = Path(sys.executable).parent / "sae-serve"
-    process = subprocess.Popen([str(script)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"sae-serve exited: {process.stderr.read().decode() if process.stderr else ''}")
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("sae-serve did not become ready within 60 s")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    process, url = start_server(require_trained_artifacts(), SAE_LOG_LEVEL="warning", SAE_DEVICE="auto")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
 
 
 def png(pixels: np.ndarray) -> bytes:

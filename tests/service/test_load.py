@@ -4,13 +4,13 @@ Its figures are printed by `bench/load_test.py`."""
 import pytest
 
 from bench.load_test import run
-from tests.service.test_e2e import ARTIFACTS
+from tests.servers import TRAINED_ARTIFACTS
 
 pytestmark = pytest.mark.slow
 
 
 def test_twenty_thousand_mixed_requests_lose_and_mix_up_nothing() -> None:
-    report = run(ARTIFACTS, total=20_000, concurrency=64)
+    report = run(TRAINED_ARTIFACTS, total=20_000, concurrency=64)
     assert report.requests == 20_000
     assert report.bad > 5_000 and report.good > 13_000
     assert report.server_errors == 0

@@ -1,10 +1,6 @@
 """SIGTERM on a real `sae-serve` process: in-flight requests finish, new connections are refused, exit 0."""
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,30 +13,9 @@ import torch
 
 from models import SAEConfig, StackedAutoencoder, save_checkpoint
 from tests.conftest import make_card
+from tests.servers import start_server
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(artifacts: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    variables = {**os.environ, "SAE_PORT": str(port), "SAE_ARTIFACTS_DIR": str(artifacts), "SAE_DEVICE": "cpu", **env}
-    process = subprocess.Popen([str(Path(sys.executable).parent / "sae-serve")], env=variables, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    pytest.fail("sae-serve did not become ready")
 
 
 def slow_body(pixels: bytes, pause: float) -> Iterator[bytes]:

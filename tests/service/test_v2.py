@@ -8,8 +8,8 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
+from tests.servers import start_server
 from tests.service.conftest import digit_like, png_bytes
-from tests.service.test_shutdown import start_server
 
 pytestmark = pytest.mark.slow
 

@@ -39,6 +39,21 @@ def test_if_missing_keeps_a_verified_checkpoint(
     assert json.loads((out / "mnist" / "card.json").read_text())["created"] == created
 
 
+def test_train_writes_where_the_service_reads(
+    tiny_artifacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --out, training finds (and would write) the checkpoints in $SAE_ARTIFACTS_DIR, as sae-serve does."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("SAE_ARTIFACTS_DIR", str(tiny_artifacts))
+    assert main(["train", "--dataset", "all", "--if-missing", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    for name in ("mnist", "fashion-mnist"):
+        assert f"{name}: checkpoint in {tiny_artifacts / name} is present and verified; not retraining" in out
+    assert not (elsewhere / "artifacts").exists()
+
+
 def test_evaluate_reproduces_the_card(tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "artifacts"
     main(["train", "--dataset", "mnist", "--dry-run", "--out", str(out), "--device", "cpu"])

@@ -1,0 +1,54 @@
+"""Real `sae-serve` processes on free loopback ports, for the tests that need a real server."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+# The checkpoints `make models` trains; the slow tests serve them.
+TRAINED_ARTIFACTS = Path(os.environ.get("SAE_TEST_ARTIFACTS", "artifacts"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(artifacts: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `sae-serve` on a free port with the given artifacts and SAE_* variables; return it once ready."""
+    port = free_port()
+    variables = {
+        **os.environ,
+        "SAE_HOST": "127.0.0.1",
+        "SAE_PORT": str(port),
+        "SAE_ARTIFACTS_DIR": str(artifacts),
+        "SAE_DEVICE": "cpu",
+        **env,
+    }
+    script = Path(sys.executable).parent / "sae-serve"
+    process = subprocess.Popen([str(script)], env=variables, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"sae-serve exited: {process.stderr.read().decode() if process.stderr else ''}")
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    pytest.fail("sae-serve did not become ready within 60 s")
+
+
+def require_trained_artifacts() -> Path:
+    for name in ("mnist", "fashion-mnist"):
+        if not (TRAINED_ARTIFACTS / name / "card.json").is_file():
+            pytest.fail(f"no trained checkpoint in {TRAINED_ARTIFACTS / name}; run `make models` (make test does)")
+    return TRAINED_ARTIFACTS
