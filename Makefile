@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The versions this project is tested with; pyproject.toml admits a range around them.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install data models run test test-fast lint bench clean
+.PHONY: install data models run system-deps test test-fast test-deploy testbed-up testbed-down lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +26,14 @@ models: data
 run: models
 	$(BIN)/sae-serve
 
-test: models
-	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx >/dev/null)
-	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+# Debian packages the tests drive for real: nginx, Chromium, and a Docker engine with debootstrap for its base images.
+SYSTEM_DEPS := /usr/sbin/nginx:nginx /usr/bin/chromium:chromium /usr/sbin/dockerd:docker.io /usr/sbin/debootstrap:debootstrap
+
+system-deps:
+	@missing="$(foreach dep,$(SYSTEM_DEPS),$(if $(wildcard $(word 1,$(subst :, ,$(dep)))),,$(word 2,$(subst :, ,$(dep)))))"; \
+	if [ -n "$$(echo $$missing)" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+
+test: models system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -36,6 +41,17 @@ test: models
 
 test-fast: install
 	$(BIN)/pytest -m "not slow"
+
+# Only the deployment tests: build the images, run the compose stack on a private Docker engine, break it.
+test-deploy: data system-deps
+	$(BIN)/pytest -m docker tests/deploy
+
+# The private Docker engine and stand-in base images, for using the compose files by hand (see deploy/testbed).
+testbed-up: install system-deps
+	$(BIN)/python deploy/testbed/testbed.py up
+
+testbed-down: install
+	$(BIN)/python deploy/testbed/testbed.py down
 
 lint: install
 	$(BIN)/ruff check .

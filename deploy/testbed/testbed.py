@@ -3,6 +3,7 @@
     python deploy/testbed/testbed.py up     # start dockerd if needed, make missing stand-in images; print env as JSON
     python deploy/testbed/testbed.py down   # stop the dockerd that `up` started (by its process id), nothing else
     python deploy/testbed/testbed.py env    # the environment variables that point docker at the engine, as JSON
+    eval "$(python deploy/testbed/testbed.py env --shell)"   # ... or as `export` lines for this shell
 
 Everything lives under $SAE_TESTBED_DIR (default /var/lib/sae-serve-testbed): the engine's data root (images
 and build cache are kept between runs), its socket, its log and a Docker CLI config folder holding Compose v2.
@@ -73,10 +74,10 @@ def docker_env() -> dict[str, str]:
     }
 
 
-def docker(*args: str, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def docker(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["docker", *args], env={**os.environ, **docker_env()}, text=True, capture_output=True, check=check, **kwargs
-    )  # type: ignore[call-overload]
+        ["docker", *args], env={**os.environ, **docker_env()}, text=True, capture_output=True, check=check, input=stdin
+    )
 
 
 def engine_answers() -> bool:
@@ -184,7 +185,7 @@ def make_stand_in(stand_in: StandIn) -> None:
             sys.exit(f"testbed: tar of the {stand_in.tag} root file system failed")
     # `docker import --change` knows no STOPSIGNAL, so the image's settings come from a one-stage build
     dockerfile = "\n".join([f"FROM {stand_in.rootfs_tag}", *stand_in.dockerfile_lines]) + "\n"
-    docker("build", "--tag", stand_in.tag, "-", input=dockerfile)
+    docker("build", "--tag", stand_in.tag, "-", stdin=dockerfile)
     print(f"testbed: made stand-in {stand_in.tag} in {time.monotonic() - started:.0f} s", file=sys.stderr)
 
 
@@ -231,13 +232,15 @@ def down() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "env"], help="what to do")
+    parser.add_argument("--shell", action="store_true", help="print the environment as shell `export` lines")
     args = parser.parse_args()
     if args.command == "up":
         up()
     elif args.command == "down":
         down()
     if args.command != "down":
-        print(json.dumps(docker_env()))
+        env = docker_env()
+        print("\n".join(f"export {k}={v}" for k, v in env.items()) if args.shell else json.dumps(env))
 
 
 if __name__ == "__main__":

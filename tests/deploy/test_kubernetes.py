@@ -58,3 +58,29 @@ def test_service_and_autoscaler_point_at_the_deployment() -> None:
     for name in ("deployment.yaml", "deployment-gpu.yaml", "train-job.yaml"):
         volumes = MANIFESTS[name]["spec"]["template"]["spec"]["volumes"]
         assert any(v.get("persistentVolumeClaim", {}).get("claimName") == claim for v in volumes)
+
+
+def artifacts_dir(container: dict[str, Any]) -> str:
+    return str(next(e["value"] for e in container["env"] if e["name"] == "SAE_ARTIFACTS_DIR"))
+
+
+def test_the_job_trains_into_the_volume_the_deployments_serve_from() -> None:
+    (train,) = containers(MANIFESTS["train-job.yaml"])
+    assert train["image"].startswith("sae-serve-train:")  # the image with the training extra
+    mounts = {m["name"]: m["mountPath"] for m in train["volumeMounts"]}
+    assert artifacts_dir(train) == mounts["artifacts"]
+    for name in ("deployment.yaml", "deployment-gpu.yaml"):
+        (api,) = containers(MANIFESTS[name])
+        assert api["image"].startswith("sae-serve:")
+        served = next(m for m in api["volumeMounts"] if m["name"] == "artifacts")
+        assert artifacts_dir(api) == served["mountPath"] == mounts["artifacts"] and served["readOnly"] is True
+
+
+@pytest.mark.parametrize("name", ["deployment.yaml", "deployment-gpu.yaml", "train-job.yaml"])
+def test_containers_run_read_only_with_a_writable_tmp(name: str) -> None:
+    spec = MANIFESTS[name]["spec"]["template"]["spec"]
+    (container,) = containers(MANIFESTS[name])
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert spec["securityContext"]["runAsUser"] == 10001
+    tmp = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
+    assert any(v["name"] == tmp["name"] and "emptyDir" in v for v in spec["volumes"])
