@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from models import resolve_device
 from service.batchers import Batchers
 from service.errors import InputError
+from service.inputs import Limits
 from service.observability import REQUEST_ID_HEADER, AccessMiddleware, Metrics
 from service.registry import Registry, load_models, reload_registry
 from service.routes import admin, demo, inference, meta, v2
@@ -32,9 +33,15 @@ def request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", "-"))
 
 
+def error_body(request: Request, message: str) -> dict[str, str]:
+    """The Open Inference Protocol's error form on its routes, the native `detail` everywhere else."""
+    on_protocol = request.url.path == v2.PREFIX or request.url.path.startswith(f"{v2.PREFIX}/")
+    return {"error": message} if on_protocol else {"detail": message}
+
+
 async def input_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, InputError)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+    return JSONResponse(error_body(request, exc.detail), status_code=exc.status_code)
 
 
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -43,13 +50,13 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     for error in exc.errors():
         where = ".".join(str(p) for p in error.get("loc", ()))
         parts.append(f"{where}: {error.get('msg', 'invalid')}")
-    return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
+    return JSONResponse(error_body(request, "; ".join(parts)), status_code=422)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("request %s to %s failed", request_id(request), request.url.path, exc_info=exc)
     return JSONResponse(
-        {"detail": f"internal error; quote request id {request_id(request)} when reporting it"},
+        error_body(request, f"internal error; quote request id {request_id(request)} when reporting it"),
         status_code=500,
         headers={REQUEST_ID_HEADER: request_id(request)},
     )
@@ -58,7 +65,7 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if exc.status_code != 404 else f"no route {request.url.path}; see /docs for the API"
-    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(error_body(request, str(detail)), status_code=exc.status_code, headers=exc.headers)
 
 
 def watch_sighup(app: FastAPI) -> None:
@@ -103,6 +110,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.limits = Limits(
+        settings.max_upload_bytes,
+        settings.max_batch_images,
+        settings.max_image_pixels,
+        settings.max_json_bytes,
+        settings.max_json_depth,
+    )
     app.state.registry = Registry()
     app.state.metrics = Metrics()
     app.add_middleware(
@@ -121,7 +135,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(AccessMiddleware, metrics=app.state.metrics)  # outermost: every answer is counted and logged
     app.add_exception_handler(InputError, input_error)
-    app.add_exception_handler(v2.ProtocolError, v2.protocol_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected_error)

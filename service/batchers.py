@@ -58,6 +58,11 @@ class Batchers:
         result: inference.Floats = await batcher.submit(pixels)
         return result
 
+    async def all_outputs(self, served: ServedModel, pixels: NDArray[np.uint8]) -> inference.AllOutputs:
+        batcher = self._get(served, "infer", partial(inference.all_outputs, served))
+        result: inference.AllOutputs = await batcher.submit(pixels)
+        return result
+
     async def close(self) -> None:
         for _, batcher in self._batchers.values():
             await batcher.close()

@@ -61,16 +61,9 @@ async def get_target(
 ) -> Target:
     state = request.app.state
     settings: Settings = state.settings
-    limits = Limits(
-        settings.max_upload_bytes,
-        settings.max_batch_images,
-        settings.max_image_pixels,
-        settings.max_json_bytes,
-        settings.max_json_depth,
-    )
     served = find_model(state.registry, model or settings.default_model)
     request.state.model = served.name  # for metrics and logs: only known names, never the raw query
-    return Target(served, state.batchers, limits, settings.request_timeout_s)
+    return Target(served, state.batchers, state.limits, settings.request_timeout_s)
 
 
 TargetDep = Annotated[Target, Depends(get_target)]

@@ -54,7 +54,7 @@ def embed(served: ServedModel, pixels: NDArray[np.uint8], layer: int) -> Floats:
 
 
 @dataclass
-class Everything:
+class AllOutputs:
     probabilities: Floats  # (N, classes)
     embeddings: Floats  # (N, 256)
     reconstructions: Floats  # (N, 784) in [0, 1]
@@ -62,12 +62,12 @@ class Everything:
 
 
 @torch.inference_mode()
-def everything(served: ServedModel, pixels: NDArray[np.uint8]) -> Everything:
+def all_outputs(served: ServedModel, pixels: NDArray[np.uint8]) -> AllOutputs:
     """Every output of the model in one pass, for protocols that let the client pick outputs."""
     x = _input(served, pixels)
     code = served.model.encode(x)  # (N, 256)
     rebuilt = served.model.decode(code)  # (N, 784)
-    return Everything(
+    return AllOutputs(
         served.model.classify_code(code).exp().cpu().numpy(),
         code.cpu().numpy(),
         rebuilt.cpu().numpy(),

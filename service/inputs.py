@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -14,6 +15,7 @@ from service.multipart import parse_multipart
 
 FILE_FIELD = "file"
 Batch = NDArray[np.uint8]
+PixelScale = Literal["uint8", "float"]
 
 
 @dataclass(frozen=True)
@@ -108,28 +110,39 @@ def parse_json_images(body: bytes, limits: Limits, framing: Framing | None) -> B
         raise InvalidInput(not_pixels.format(e)) from e
     if array.dtype.kind not in "iuf":  # strings, booleans, nulls and mixed objects are not pixels
         raise InvalidInput(not_pixels.format(f"found {array.dtype}"))
-    array = array.astype(np.float64)
-    if not np.isfinite(array).all():
-        raise InvalidInput("images contain NaN or Infinity; send finite pixel values")
+    pixels = to_pixels(array, dtype, f"for dtype {dtype!r}", 'send "dtype": "float" for values in [0, 1]')
     expected = ((IMAGE_SIDE, IMAGE_SIDE), (IMAGE_SIDE * IMAGE_SIDE,))
-    if array.shape[1:] not in expected and not (framing and array.ndim == 3):
+    if pixels.shape[1:] not in expected and not (framing and pixels.ndim == 3):
         raise InvalidInput(
-            f"images have shape {list(array.shape[1:])}; expected [28, 28] or [784]"
+            f"images have shape {list(pixels.shape[1:])}; expected [28, 28] or [784]"
             + ("" if framing else " (or any [H, W] with resize=true)")
         )
-    top = 1.0 if dtype == "float" else 255.0
-    if array.min() < 0 or array.max() > top:
-        raise InvalidInput(
-            f"pixel values must lie in [0, {top:g}] for dtype {dtype!r}; found [{array.min():g}, {array.max():g}]"
-        )
-    if dtype == "float":
-        array = array * 255.0
-    elif not np.array_equal(array, np.round(array)):
-        raise InvalidInput('uint8 pixels must be whole numbers; send "dtype": "float" for values in [0, 1]')
-    pixels = np.round(array).astype(np.uint8)
-    if framing and array.ndim == 3:
+    if framing and pixels.ndim == 3:
         return np.stack([prepare_photo(p, framing) for p in pixels])
     return pixels.reshape(len(pixels), IMAGE_SIDE, IMAGE_SIDE)
+
+
+def to_pixels(array: NDArray[Any], scale: PixelScale, scale_name: str, float_hint: str) -> Batch:
+    """Numbers -> uint8 pixels: whole numbers in [0, 255], or floats in [0, 1] scaled by 255 and rounded.
+
+    The one check of pixel values, for JSON bodies and Open Inference Protocol tensors alike; `scale_name`
+    and `float_hint` word the errors in the caller's terms.
+    """
+    if array.dtype.kind not in "iuf":  # strings, booleans and objects are not pixels
+        raise InvalidInput(f"pixels must be numbers; found {array.dtype} {scale_name}")
+    values = array.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise InvalidInput("images contain NaN or Infinity; send finite pixel values")
+    top = 1.0 if scale == "float" else 255.0
+    if values.size and (values.min() < 0 or values.max() > top):
+        raise InvalidInput(
+            f"pixel values must lie in [0, {top:g}] {scale_name}; found [{values.min():g}, {values.max():g}]"
+        )
+    if scale == "float":
+        values = values * 255.0
+    elif not np.array_equal(values, np.round(values)):
+        raise InvalidInput(f"uint8 pixels must be whole numbers; {float_hint}")
+    return np.round(values).astype(np.uint8)
 
 
 def media_type(request: Request) -> str:

@@ -1,6 +1,5 @@
 """/classify, /reconstruct, /embed: decode -> predict -> encode, with the work off the event loop."""
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Annotated, Any, TypeVar
@@ -18,7 +17,7 @@ from service.encoding import (
     png_strip,
     reconstruction_json,
 )
-from service.errors import RequestTimeout
+from service.errors import within_timeout
 from service.imaging import FRAMINGS
 from service.inputs import Batch, decode_batch, read_images
 from service.schemas import ClassifyResponse, EmbedResponse, ErrorResponse, ImagesRequest, ReconstructResponse
@@ -80,14 +79,11 @@ async def infer(
     request: Request, target: Target, resize: bool, predict: Callable[[Batch], Awaitable[Result]]
 ) -> Result:
     """Read, decode and predict within the request timeout."""
-    try:
-        async with asyncio.timeout(target.timeout_s):
-            return await predict(await batch_from(request, target, resize))
-    except TimeoutError:
-        raise RequestTimeout(
-            f"request not completed within {target.timeout_s:g} s (SAE_REQUEST_TIMEOUT_S): "
-            "the body arrived too slowly or the service is overloaded; retry, or send fewer images"
-        ) from None
+
+    async def work() -> Result:
+        return await predict(await batch_from(request, target, resize))
+
+    return await within_timeout(work(), target.timeout_s)
 
 
 async def batch_from(request: Request, target: Target, resize: bool) -> Batch:

@@ -1,27 +1,37 @@
-"""Open Inference Protocol (KServe v2) REST, with the binary tensor data extension.
+"""Open Inference Protocol (KServe v2) REST routes: thin, over the protocol codec and the service's own pipeline.
 
-Inputs: one tensor `images`, UINT8 (0-255) or FP32 (0-1, rounded to the nearest 1/255 like the native
-JSON floats), shape [N, 28, 28] or [N, 784]. Outputs, all by default or as the request's `outputs`
-names: probabilities, label, embedding, reconstruction, reconstruction_error.
+An inference request goes the way a native one goes: body read under the upload limit, decoded (in a worker
+thread when large), forwarded through the model's micro-batcher on the forward thread, all within
+SAE_REQUEST_TIMEOUT_S; errors are the service's own, in the protocol's form `{"error": ...}`.
 """
 
-import json
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from numpy.typing import NDArray
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from models import IMAGE_SIDE
-from service import inference
+from service.batchers import Batchers
 from service.deps import find_model
-from service.errors import InputError
-from service.inputs import read_body
-from service.registry import Registry, ServedModel
+from service.errors import within_timeout
+from service.inference import AllOutputs
+from service.inputs import Limits, read_body
+from service.protocol import (
+    HEADER_LENGTH,
+    INPUT_NAME,
+    InferRequest,
+    encode_infer_response,
+    model_metadata,
+    parse_infer_request,
+)
+from service.registry import ServedModel
 from service.settings import Settings
+
+PREFIX = "/v2"
+VERSION = "1"
+# Parsing this much takes well under a millisecond; larger bodies are parsed in a worker thread.
+INLINE_PARSE_BYTES = 16 * 1024
 
 
 class ProtocolErrorBody(BaseModel):
@@ -29,47 +39,23 @@ class ProtocolErrorBody(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ProtocolErrorBody, "description": "malformed request or tensor"},
-    404: {"model": ProtocolErrorBody, "description": "unknown model"},
-    413: {"model": ProtocolErrorBody, "description": "body too large"},
-    503: {"model": ProtocolErrorBody, "description": "model not loaded, or not ready"},
+    status: {"model": ProtocolErrorBody, "description": text}
+    for status, text in {
+        400: "malformed request or tensor",
+        404: "unknown model",
+        408: "request not completed within the timeout",
+        413: "body too large, or too many images",
+        422: "pixel values out of range",
+        503: "model not loaded, or not ready",
+    }.items()
 }
-router = APIRouter(prefix="/v2", tags=["open inference protocol v2"], responses=ERRORS)
-VERSION = "1"
-HEADER_LENGTH = "inference-header-content-length"
-INPUT_NAME = "images"
-NUMPY_TYPES = {"UINT8": np.uint8, "FP32": np.float32, "INT64": np.int64}
-
-
-class ProtocolError(Exception):
-    def __init__(self, status_code: int, message: str) -> None:
-        super().__init__(message)
-        self.status_code, self.message = status_code, message
-
-
-async def protocol_error(request: Request, exc: Exception) -> JSONResponse:
-    """The protocol's own error form, registered on the app for ProtocolError."""
-    assert isinstance(exc, ProtocolError)
-    return JSONResponse({"error": exc.message}, status_code=exc.status_code)
+router = APIRouter(prefix=PREFIX, tags=["open inference protocol v2"], responses=ERRORS)
 
 
 def served_model(request: Request, name: str) -> ServedModel:
-    registry: Registry = request.app.state.registry
-    try:
-        return find_model(registry, name)
-    except InputError as e:
-        raise ProtocolError(e.status_code, e.detail) from e
-
-
-def outputs_of(served: ServedModel) -> list[dict[str, Any]]:
-    classes, code = len(served.class_names), served.model.config.hidden_dims[-1]
-    return [
-        {"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]},
-        {"name": "label", "datatype": "INT64", "shape": [-1]},
-        {"name": "embedding", "datatype": "FP32", "shape": [-1, code]},
-        {"name": "reconstruction", "datatype": "FP32", "shape": [-1, IMAGE_SIDE, IMAGE_SIDE]},
-        {"name": "reconstruction_error", "datatype": "FP32", "shape": [-1]},
-    ]
+    served = find_model(request.app.state.registry, name)
+    request.state.model = served.name  # for metrics and logs: only known names, never the raw path
+    return served
 
 
 @router.get("")
@@ -89,18 +75,9 @@ async def server_ready(request: Request) -> JSONResponse:
 
 
 @router.get("/models/{name}")
-async def model_metadata(request: Request, name: str) -> JSONResponse:
+async def model_metadata_route(request: Request, name: str) -> JSONResponse:
     served = served_model(request, name)
-    return JSONResponse(
-        {
-            "name": served.name,
-            "versions": [VERSION],
-            "platform": "pytorch",
-            "inputs": [{"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, IMAGE_SIDE, IMAGE_SIDE]}],
-            "outputs": outputs_of(served),
-            "parameters": {"class_names": served.class_names, "input_datatypes": ["UINT8", "FP32"]},
-        }
-    )
+    return JSONResponse(model_metadata(served.name, VERSION, served.class_names, served.model.config.hidden_dims[-1]))
 
 
 @router.get("/models/{name}/ready")
@@ -108,58 +85,12 @@ async def model_ready(request: Request, name: str) -> JSONResponse:
     return JSONResponse({"name": served_model(request, name).name, "ready": True})
 
 
-def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
-    """The JSON part of a request, and the binary part after it (binary tensor data extension)."""
-    end = len(body)
-    if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
-            raise ProtocolError(400, f"{HEADER_LENGTH} must be the JSON part's length, at most {len(body)}")
-        end = int(header_length)
-    try:
-        header = json.loads(body[:end])
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise ProtocolError(400, f"request JSON is not valid: {e}") from e
-    if not isinstance(header, dict):
-        raise ProtocolError(400, "request must be a JSON object with 'inputs'")
-    return header, body[end:]
-
-
-def input_pixels(header: dict[str, Any], binary: bytes, max_images: int) -> NDArray[np.uint8]:
-    inputs = header.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise ProtocolError(400, f"request needs exactly one input tensor, named '{INPUT_NAME}'")
-    tensor = inputs[0]
-    if tensor.get("name") != INPUT_NAME:
-        raise ProtocolError(400, f"unknown input {tensor.get('name')!r}; the input is '{INPUT_NAME}'")
-    datatype, raw_shape = tensor.get("datatype"), tensor.get("shape")
-    if datatype not in ("UINT8", "FP32"):
-        raise ProtocolError(400, f"input datatype {datatype!r} is not accepted; send UINT8 (0-255) or FP32 (0-1)")
-    side = IMAGE_SIDE * IMAGE_SIDE
-    shape: list[int] = raw_shape if isinstance(raw_shape, list) else []
-    valid_shape = bool(shape) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-    if not valid_shape or shape[1:] not in ([IMAGE_SIDE, IMAGE_SIDE], [side]) or shape[0] < 1:
-        raise ProtocolError(400, f"input shape {raw_shape} is not accepted; send [N, 28, 28] or [N, 784] with N >= 1")
-    count = shape[0]
-    if count > max_images:
-        raise ProtocolError(400, f"{count} images in one request; the limit is {max_images}")
-    dtype = NUMPY_TYPES[datatype]
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
-    try:
-        if size is not None:
-            if len(binary) != size or size != count * side * np.dtype(dtype).itemsize:
-                raise ProtocolError(400, f"binary_data_size {size} does not match the shape {shape} of {datatype}")
-            array = np.frombuffer(binary, dtype=dtype)
-        else:
-            array = np.asarray(tensor.get("data"), dtype=dtype).reshape(-1)
-    except (ValueError, TypeError) as e:
-        raise ProtocolError(400, f"input data does not hold {datatype} numbers: {e}") from e
-    if array.size != count * side:
-        raise ProtocolError(400, f"input data holds {array.size} values; shape {shape} needs {count * side}")
-    if datatype == "FP32":
-        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
-            raise ProtocolError(400, "FP32 pixels must be finite and lie in [0, 1]")
-        array = np.round(array.astype(np.float64) * 255)
-    return array.astype(np.uint8).reshape(count, IMAGE_SIDE, IMAGE_SIDE)
+async def parsed_request(request: Request, limits: Limits) -> InferRequest:
+    body = await read_body(request, limits.max_upload_bytes)
+    header_length = request.headers.get(HEADER_LENGTH)
+    if len(body) <= INLINE_PARSE_BYTES:
+        return parse_infer_request(body, header_length, limits)
+    return await run_in_threadpool(parse_infer_request, body, header_length, limits)
 
 
 @router.post(
@@ -182,47 +113,18 @@ def input_pixels(header: dict[str, Any], binary: bytes, max_images: int) -> NDAr
 )
 async def infer(request: Request, name: str) -> Response:
     """Infer with one `images` tensor; JSON or binary tensor data in and out."""
-    settings: Settings = request.app.state.settings
     served = served_model(request, name)
-    try:
-        body = await read_body(request, settings.max_upload_bytes)
-    except InputError as e:
-        raise ProtocolError(e.status_code, e.detail) from e
-    header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
-    pixels = input_pixels(header, binary, settings.max_batch_images)
-    known = {o["name"]: o for o in outputs_of(served)}
-    wanted = header.get("outputs") or [{"name": n} for n in known]
-    if not isinstance(wanted, list) or not all(isinstance(o, dict) and o.get("name") in known for o in wanted):
-        raise ProtocolError(400, f"outputs must be named from {', '.join(known)}")
-    result = await run_in_threadpool(inference.everything, served, pixels)
-    count = len(pixels)
-    values = {
-        "probabilities": result.probabilities,
-        "label": result.probabilities.argmax(1).astype(np.int64),
-        "embedding": result.embeddings,
-        "reconstruction": result.reconstructions.reshape(count, IMAGE_SIDE, IMAGE_SIDE),
-        "reconstruction_error": result.reconstruction_errors,
-    }
-    outputs, blobs = [], []
-    for requested in wanted:
-        array = np.ascontiguousarray(values[requested["name"]])
-        entry: dict[str, Any] = {"name": requested["name"], "datatype": known[requested["name"]]["datatype"]}
-        entry["shape"] = list(array.shape)
-        if (requested.get("parameters") or {}).get("binary_data"):
-            blob = array.tobytes()
-            entry["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        else:
-            entry["data"] = array.reshape(-1).tolist()
-        outputs.append(entry)
-    response = {"model_name": served.name, "model_version": VERSION, "outputs": outputs}
-    if "id" in header:
-        response["id"] = header["id"]
-    head = json.dumps(response).encode()
-    if not blobs:
-        return Response(head, media_type="application/json")
+    settings: Settings = request.app.state.settings
+    batchers: Batchers = request.app.state.batchers
+
+    async def work() -> tuple[InferRequest, AllOutputs]:
+        parsed = await parsed_request(request, request.app.state.limits)
+        return parsed, await batchers.all_outputs(served, parsed.pixels)
+
+    parsed, result = await within_timeout(work(), settings.request_timeout_s)
+    content, header_length = encode_infer_response(served.name, VERSION, result, parsed)
+    if header_length is None:
+        return Response(content, media_type="application/json")
     return Response(
-        head + b"".join(blobs),
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(len(head))},
+        content, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(header_length)}
     )
