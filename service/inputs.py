@@ -1,6 +1,7 @@
 """Request bodies -> a (N, 28, 28) uint8 batch: multipart image files or JSON pixel arrays."""
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -72,9 +73,13 @@ def decode_uploads(uploads: list[tuple[str, bytes]], limits: Limits, framing: Fr
     return batch
 
 
+# A JSON string literal, escapes included; its brackets are text, not nesting.
+JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+
+
 def json_depth(body: bytes) -> int:
-    """Deepest bracket nesting, counted without parsing (brackets inside strings count too)."""
-    raw = np.frombuffer(body, dtype=np.uint8)
+    """Deepest nesting of arrays and objects, counted before parsing; brackets inside strings do not count."""
+    raw = np.frombuffer(JSON_STRING.sub(b'""', body) if b'"' in body else body, dtype=np.uint8)
     steps = np.isin(raw, (ord("["), ord("{"))).astype(np.int32) - np.isin(raw, (ord("]"), ord("}")))
     return int(np.cumsum(steps).max(initial=0))
 

@@ -1,10 +1,13 @@
 """A lean multipart/form-data reader for bodies already held in memory (RFC 7578).
 
 The service reads the whole body (against its size limit) before parsing, so parts are slices of
-that body: no temporary files, no per-byte callbacks.
+that body: no temporary files, no per-byte callbacks. Header parameters (boundary, field and file
+names) are read by python-multipart's `parse_options_header`.
 """
 
 from dataclasses import dataclass
+
+from python_multipart.multipart import parse_options_header
 
 from service.errors import UndecodableInput
 
@@ -17,36 +20,29 @@ class Part:
 
 
 def boundary_of(content_type: str) -> bytes:
-    for param in content_type.split(";")[1:]:
-        key, _, value = param.strip().partition("=")
-        if key.strip().lower() == "boundary" and value:
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] == '"':
-                value = value[1:-1]
-            if 1 <= len(value) <= 70:
-                return value.encode("latin-1")
-    raise UndecodableInput("multipart/form-data needs a boundary parameter of 1 to 70 characters in Content-Type")
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary", b"")
+    if not 1 <= len(boundary) <= 70:
+        raise UndecodableInput("multipart/form-data needs a boundary parameter of 1 to 70 characters in Content-Type")
+    return boundary
 
 
-def _disposition(headers: str) -> tuple[str, str | None]:
-    for line in headers.split("\r\n"):
-        key, _, value = line.partition(":")
-        if key.strip().lower() != "content-disposition":
+def _disposition(headers: bytes) -> tuple[str, str | None]:
+    """The part's field name and file name; python-multipart undoes quoting and escapes."""
+    for line in headers.split(b"\r\n"):
+        key, _, value = line.partition(b":")
+        if key.strip().lower() != b"content-disposition":
             continue
-        name, filename = None, None
-        for param in value.split(";")[1:]:
-            pkey, _, pvalue = param.strip().partition("=")
-            pvalue = pvalue.strip()
-            if len(pvalue) >= 2 and pvalue[0] == pvalue[-1] == '"':
-                pvalue = pvalue[1:-1]
-            if pkey.lower() == "name":
-                name = pvalue
-            elif pkey.lower() == "filename":
-                filename = pvalue
-        if name is None:
+        _, params = parse_options_header(value)
+        if b"name" not in params:
             break
-        return name, filename
+        filename = params.get(b"filename")
+        return _text(params[b"name"]), None if filename is None else _text(filename)
     raise UndecodableInput("malformed multipart body: a part has no Content-Disposition with a name")
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", errors="replace")
 
 
 def parse_multipart(body: bytes, content_type: str, max_parts: int) -> list[Part]:
@@ -66,6 +62,6 @@ def parse_multipart(body: bytes, content_type: str, max_parts: int) -> list[Part
             raise UndecodableInput("malformed multipart body: a boundary line is not followed by a line break")
         if head_end < 0:
             raise UndecodableInput("malformed multipart body: a part's headers are not closed by an empty line")
-        name, filename = _disposition(chunk[:head_end].decode("utf-8", errors="replace"))
+        name, filename = _disposition(chunk[:head_end])
         parts.append(Part(name, filename, chunk[head_end + 4 :]))
     return parts

@@ -9,6 +9,7 @@ from PIL import Image
 
 from service import inference
 from service.app import NoModelLoaded, create_app
+from service.inputs import json_depth
 from tests.service.conftest import digit_like, make_settings, png_bytes
 
 
@@ -160,3 +161,24 @@ def test_a_body_without_content_length_is_refused_while_streaming(tiny_artifacts
         response = small.post("/classify", content=chunks, headers={"Content-Type": "application/octet-stream"})
         assert "content-length" not in response.request.headers
         assert_error(response, 413, "request body exceeds the limit of 1000 bytes")
+
+
+@pytest.mark.parametrize(
+    ("body", "depth"),
+    [
+        (b'{"images": [[0]]}', 3),
+        (b'{"note": "[[[[[[[[[[", "images": [[0]]}', 3),
+        (b'{"note": "a \\" quote then [[[[[[[[[[", "images": [[0]]}', 3),
+        (b'{"note": "ends in a backslash \\\\", "more": [[[[[[[[0]]]]]]]]}', 9),
+        (b"[" * 50 + b"]" * 50, 50),
+    ],
+    ids=["plain", "brackets in a string", "escaped quote", "escaped backslash", "deep"],
+)
+def test_json_depth_counts_nesting_not_brackets_in_strings(body: bytes, depth: int) -> None:
+    assert json_depth(body) == depth
+
+
+def test_a_valid_body_with_brackets_in_a_string_is_answered(client: TestClient) -> None:
+    body = json.dumps({"note": "[" * 20, "images": [[0] * 784]})
+    response = client.post("/classify", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text

@@ -49,3 +49,24 @@ def test_malformed_bodies_are_refused(data: bytes, content_type: str, phrase: st
 def test_too_many_parts_are_refused_before_parsing_them() -> None:
     with pytest.raises(UndecodableInput, match="more than 2 parts"):
         parse_multipart(body(*[("file", f"{i}", b"x") for i in range(3)]), "multipart/form-data; boundary=XyZ", 2)
+
+
+@pytest.mark.parametrize(
+    ("disposition", "filename"),
+    [
+        ('form-data; name="file"; filename="a;b.png"', "a;b.png"),
+        ('form-data; name="file"; filename="say \\"cheese\\".png"', 'say "cheese".png'),
+        ('form-data; name="file"; filename="\u05e9\U0001f600.png"', "\u05e9\U0001f600.png"),
+    ],
+    ids=["semicolon", "escaped quotes", "UTF-8"],
+)
+def test_file_names_are_read_as_written(disposition: str, filename: str) -> None:
+    body = f"--b\r\nContent-Disposition: {disposition}\r\n\r\nDATA\r\n--b--\r\n".encode()
+    (part,) = parse_multipart(body, "multipart/form-data; boundary=b", 4)
+    assert (part.name, part.filename, part.content) == ("file", filename, b"DATA")
+
+
+def test_a_quoted_boundary_may_hold_a_semicolon() -> None:
+    body = b'--a;b\r\nContent-Disposition: form-data; name="file"\r\n\r\nX\r\n--a;b--\r\n'
+    (part,) = parse_multipart(body, 'multipart/form-data; boundary="a;b"', 4)
+    assert part.content == b"X"
