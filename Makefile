@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# As root, a machine whose apt package lists were never fetched gets them when Fashion-MNIST needs them.
 data: install
-	$(BIN)/sae-train fetch --dataset all
+	$(BIN)/sae-train fetch --dataset all $(if $(filter 0,$(shell id -u)),--apt-update)
 
 models: data
 	$(BIN)/sae-train train --dataset all --if-missing

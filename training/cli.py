@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from models import DEVICE_CHOICES, CheckpointError, load_checkpoint, resolve_device, save_checkpoint, to_model_input
-from training.data import DATASETS, DataError, fetch, load_dataset
+from training.data import DATASETS, DataError, fetch, load_dataset, update_package_lists
 from training.evaluate import evaluate
 from training.recipes import RECIPES, recipe_for
 from training.report import write_plots
@@ -26,7 +26,14 @@ def _percent(x: float) -> str:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     for name in _datasets(args.dataset):
-        fetch(name, args.data_dir)
+        try:
+            fetch(name, args.data_dir)
+        except DataError:
+            if not args.apt_update:
+                raise
+            print(f"{name}: not found; updating apt's package lists and trying again")
+            update_package_lists()
+            fetch(name, args.data_dir)
     return 0
 
 
@@ -127,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fetch", help="get and verify the data sets")
     p.add_argument("--dataset", choices=[*DATASETS, "all"], default="all", help="which data set (default: all)")
+    p.add_argument(
+        "--apt-update",
+        action="store_true",
+        help="when a data set cannot be had, run `apt-get update` (needs root) and try again, "
+        "so that apt-get knows the Debian package of Fashion-MNIST",
+    )
     p.set_defaults(func=cmd_fetch)
 
     def training_flags(p: argparse.ArgumentParser) -> None:

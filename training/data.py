@@ -112,6 +112,11 @@ def _run(cmd: list[str], cwd: Path) -> None:
         raise DataError(f"'{' '.join(cmd)}' failed: {tail[0]}")
 
 
+def update_package_lists() -> None:
+    """`apt-get update`, so that apt-get knows the Debian package of Fashion-MNIST (needs root)."""
+    _run(["apt-get", "update", "-qq"], Path.cwd())
+
+
 def _source_existing(spec: DatasetSpec, target: Path, work: Path) -> dict[str, Path]:
     return _from_folder(target)
 
@@ -141,12 +146,13 @@ def _source_debian_installed(spec: DatasetSpec, target: Path, work: Path) -> dic
 def _source_debian_download(spec: DatasetSpec, target: Path, work: Path) -> dict[str, Path]:
     try:
         _run(["apt-get", "download", DEBIAN_PACKAGE], work)
-    except DataError:
-        # A machine whose package lists were never fetched knows no such package yet.
-        if os.geteuid() != 0:
-            raise
-        _run(["apt-get", "update", "-qq"], work)
-        _run(["apt-get", "download", DEBIAN_PACKAGE], work)
+    except DataError as e:
+        # A machine whose package lists were never fetched knows no such package yet; updating them is the
+        # caller's decision (it changes the system), so say how rather than do it here.
+        raise DataError(
+            f"{e}; if apt does not know {DEBIAN_PACKAGE} yet, update its package lists first "
+            "(`apt-get update` as root, or `sae-train fetch --apt-update`)"
+        ) from e
     debs = sorted(work.glob(f"{DEBIAN_PACKAGE}_*.deb"))
     if not debs:
         raise DataError(f"apt-get download left no {DEBIAN_PACKAGE} .deb file")

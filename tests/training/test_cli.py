@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from models import load_checkpoint
+from training import data as data_module
 from training.cli import main
 
 
@@ -76,3 +77,43 @@ def test_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "sae-train: error:" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--pretrain", "sideways"])
+
+
+def test_fetch_updates_apt_lists_only_when_asked_and_only_when_needed(
+    tiny_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The library never changes the system by itself; `--apt-update` makes that an explicit step of the CLI."""
+    source = tiny_data_dir / "mnist"
+    known = {"lists": False}
+    updates: list[str] = []
+
+    def debian(spec: data_module.DatasetSpec, target: Path, work: Path) -> dict[str, Path]:
+        if not known["lists"]:
+            raise data_module.DataError("apt-get knows no such package")
+        return data_module._from_folder(source)
+
+    def update() -> None:
+        updates.append("apt-get update")
+        known["lists"] = True
+
+    spec = data_module.DATASETS["mnist"]
+    only_debian = data_module.DatasetSpec("mnist", spec.class_names, spec.md5, ("existing", "debian-download"))
+    monkeypatch.setitem(data_module.DATASETS, "mnist", only_debian)
+    monkeypatch.setitem(data_module.SOURCES, "debian-download", debian)
+    monkeypatch.setattr("training.cli.update_package_lists", update)
+    empty = tmp_path / "empty"
+    assert main(["--data-dir", str(empty), "fetch", "--dataset", "mnist"]) == 1
+    assert updates == []
+    assert main(["--data-dir", str(empty), "fetch", "--dataset", "mnist", "--apt-update"]) == 0
+    assert updates == ["apt-get update"] and (empty / "mnist" / "train-images-idx3-ubyte").is_file()
+    assert main(["--data-dir", str(empty), "fetch", "--dataset", "mnist", "--apt-update"]) == 0
+    assert updates == ["apt-get update"]  # the data is there now: nothing to update for
+
+
+def test_the_debian_source_says_how_to_update_apt_lists(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def unknown_package(cmd: list[str], cwd: Path) -> None:
+        raise data_module.DataError(f"'{' '.join(cmd)}' failed: E: Unable to locate package")
+
+    monkeypatch.setattr(data_module, "_run", unknown_package)
+    with pytest.raises(data_module.DataError, match=r"sae-train fetch --apt-update"):
+        data_module.SOURCES["debian-download"](data_module.DATASETS["fashion-mnist"], tmp_path, tmp_path)
