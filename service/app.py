@@ -19,6 +19,7 @@ from service.inputs import Limits
 from service.observability import REQUEST_ID_HEADER, AccessMiddleware, Metrics
 from service.registry import Registry, load_models, reload_registry
 from service.routes import admin, demo, inference, meta, v2
+from service.routes.docs import add_docs
 from service.security import ApiKeyMiddleware
 from service.settings import Settings, get_settings, split_list
 
@@ -108,6 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Stacked-autoencoder classifiers for MNIST and Fashion-MNIST: classify, reconstruct, embed.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by service.routes.docs, with no CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.limits = Limits(
@@ -143,4 +146,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(v2.router)
     app.include_router(demo.router)
+    add_docs(app)
     return app

@@ -7,6 +7,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 OPEN_PATHS = frozenset({"/", "/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready"})
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# Swagger UI's and ReDoc's scripts, styles and icon: public files, open to all.
+DOCS_ASSETS_PREFIX = "/docs-assets/"
 
 
 def presented_key(headers: dict[bytes, bytes]) -> bytes | None:
@@ -36,7 +38,13 @@ class ApiKeyMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or scope["path"] in self.open_paths or scope["method"] == "OPTIONS":
+        if (
+            scope["type"] != "http"
+            or not self.keys
+            or scope["path"] in self.open_paths
+            or scope["path"].startswith(DOCS_ASSETS_PREFIX)
+            or scope["method"] == "OPTIONS"
+        ):
             await self.app(scope, receive, send)
             return
         key = presented_key(dict(scope["headers"]))

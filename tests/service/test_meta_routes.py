@@ -1,3 +1,5 @@
+import re
+
 from fastapi.testclient import TestClient
 
 
@@ -37,3 +39,17 @@ def test_docs_show_an_example_for_each_endpoint(client: TestClient) -> None:
 def test_unknown_route_says_where_to_look(client: TestClient) -> None:
     response = client.get("/nope")
     assert response.status_code == 404 and "see /docs" in response.json()["detail"]
+
+
+def test_docs_pages_load_their_scripts_from_the_service_itself(client: TestClient) -> None:
+    for page, assets in (
+        ("/docs", ["/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"]),
+        ("/redoc", ["/docs-assets/redoc.standalone.js"]),
+    ):
+        html = client.get(page).text
+        external = re.findall(r"""(?:src|href)=["']?(https?://[^"' >]+)""", html)
+        assert external == [], external
+        for asset in assets:
+            assert f'"{asset}"' in html or f"'{asset}'" in html or f"={asset}" in html, (page, asset)
+            response = client.get(asset)
+            assert response.status_code == 200 and len(response.content) > 100_000, asset

@@ -22,6 +22,8 @@ def test_api_keys_guard_everything_but_health(tiny_artifacts: Path) -> None:
         assert client.get("/models").status_code == 401
         assert client.get("/openapi.json").status_code == 401
         assert client.get("/docs", headers={"X-API-Key": "alpha-key"}).status_code == 200
+        assert client.get("/docs").status_code == 401
+        assert client.get("/docs-assets/swagger-ui.css").status_code == 200  # public files, keys or not
         assert client.get("/health/live").status_code == 200
         assert client.get("/health/ready").status_code == 200
 
