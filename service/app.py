@@ -6,17 +6,14 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models import resolve_device
 from service.batchers import Batchers
-from service.errors import InputError
+from service.errors import NoModelLoaded, add_error_handlers
 from service.inputs import Limits
-from service.observability import REQUEST_ID_HEADER, AccessMiddleware, Metrics
+from service.observability import AccessMiddleware, Metrics
 from service.registry import Registry, load_models, reload_registry
 from service.routes import admin, demo, inference, meta, v2
 from service.routes.docs import add_docs
@@ -24,49 +21,6 @@ from service.security import ApiKeyMiddleware
 from service.settings import Settings, get_settings, split_list
 
 log = logging.getLogger("sae_serve")
-
-
-class NoModelLoaded(RuntimeError):
-    """Raised at start-up when not one checkpoint could be loaded."""
-
-
-def request_id(request: Request) -> str:
-    return str(getattr(request.state, "request_id", "-"))
-
-
-def error_body(request: Request, message: str) -> dict[str, str]:
-    """The Open Inference Protocol's error form on its routes, the native `detail` everywhere else."""
-    on_protocol = request.url.path == v2.PREFIX or request.url.path.startswith(f"{v2.PREFIX}/")
-    return {"error": message} if on_protocol else {"detail": message}
-
-
-async def input_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, InputError)
-    return JSONResponse(error_body(request, exc.detail), status_code=exc.status_code)
-
-
-async def validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error.get("loc", ()))
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
-    return JSONResponse(error_body(request, "; ".join(parts)), status_code=422)
-
-
-async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("request %s to %s failed", request_id(request), request.url.path, exc_info=exc)
-    return JSONResponse(
-        error_body(request, f"internal error; quote request id {request_id(request)} when reporting it"),
-        status_code=500,
-        headers={REQUEST_ID_HEADER: request_id(request)},
-    )
-
-
-async def http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    detail = exc.detail if exc.status_code != 404 else f"no route {request.url.path}; see /docs for the API"
-    return JSONResponse(error_body(request, str(detail)), status_code=exc.status_code, headers=exc.headers)
 
 
 def watch_sighup(app: FastAPI) -> None:
@@ -137,10 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID", "X-Reconstruction-Error", "X-Image-Count"],
         )
     app.add_middleware(AccessMiddleware, metrics=app.state.metrics)  # outermost: every answer is counted and logged
-    app.add_exception_handler(InputError, input_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected_error)
+    add_error_handlers(app)
     app.include_router(inference.router)
     app.include_router(meta.router)
     app.include_router(admin.router)

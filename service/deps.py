@@ -10,14 +10,10 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 
 from service.batchers import Batchers
-from service.errors import InputError, NotFound
+from service.errors import NotFound, NotReady
 from service.inputs import Limits
 from service.registry import KNOWN_MODELS, Registry, ServedModel
 from service.settings import Settings
-
-
-class NotReady(InputError):
-    status_code = 503
 
 
 async def get_settings_from_app(request: Request) -> Settings:

@@ -9,7 +9,7 @@ from numpy.typing import NDArray
 from PIL import Image
 from starlette.responses import Response
 
-from service.errors import InputError
+from service.errors import NotAcceptable
 from service.inference import Classification, Floats, Reconstructions
 
 
@@ -20,10 +20,6 @@ class FastJSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-class NotAcceptable(InputError):
-    status_code = 406
 
 
 def negotiate(accept: str | None, offered: list[str]) -> str:

@@ -2,16 +2,12 @@
 
 from fastapi import APIRouter, Request
 
-from service.errors import InputError
+from service.errors import Forbidden
 from service.registry import reload_registry
 from service.schemas import ErrorResponse, ReloadResponse
 from service.settings import Settings, split_list
 
 router = APIRouter(tags=["admin"])
-
-
-class Forbidden(InputError):
-    status_code = 403
 
 
 @router.post("/admin/reload", response_model=ReloadResponse, responses={403: {"model": ErrorResponse}})

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.batchers import Batchers
 from service.deps import find_model
-from service.errors import within_timeout
+from service.errors import PROTOCOL_PREFIX, within_timeout
 from service.inference import AllOutputs
 from service.inputs import Limits, read_body
 from service.protocol import (
@@ -28,7 +28,6 @@ from service.protocol import (
 from service.registry import ServedModel
 from service.settings import Settings
 
-PREFIX = "/v2"
 VERSION = "1"
 # Parsing this much takes well under a millisecond; larger bodies are parsed in a worker thread.
 INLINE_PARSE_BYTES = 16 * 1024
@@ -49,7 +48,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         503: "model not loaded, or not ready",
     }.items()
 }
-router = APIRouter(prefix=PREFIX, tags=["open inference protocol v2"], responses=ERRORS)
+router = APIRouter(prefix=PROTOCOL_PREFIX, tags=["open inference protocol v2"], responses=ERRORS)
 
 
 def served_model(request: Request, name: str) -> ServedModel:

@@ -8,7 +8,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service import inference
-from service.app import NoModelLoaded, create_app
+from service.app import create_app
+from service.errors import NoModelLoaded
 from service.inputs import json_depth
 from tests.service.conftest import digit_like, make_settings, png_bytes
 
