@@ -18,7 +18,7 @@ from service.registry import Registry, load_models, reload_registry
 from service.routes import admin, demo, inference, meta, v2
 from service.routes.docs import add_docs
 from service.security import ApiKeyMiddleware
-from service.settings import Settings, get_settings, split_list
+from service.settings import Settings, get_settings
 
 log = logging.getLogger("sae_serve")
 
@@ -78,14 +78,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.add_middleware(
         ApiKeyMiddleware,
-        keys=split_list(settings.api_keys),
+        keys=settings.api_keys,
         docs_public=settings.docs_public,
         metrics_public=settings.metrics_public,
     )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=split_list(settings.cors_origins),
+            allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept", "X-Request-ID"],
             expose_headers=["X-Request-ID", "X-Reconstruction-Error", "X-Image-Count"],

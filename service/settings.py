@@ -2,10 +2,13 @@
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# A comma-separated environment variable read as a list (NoDecode: not as JSON, pydantic-settings' default).
+CommaList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -28,18 +31,21 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(
         2.0, ge=0, description="longest a request waits for others to share its forward pass, from its arrival"
     )
-    api_keys: str = Field("", description="comma-separated API keys; empty: no authentication")
+    api_keys: CommaList = Field([], description="comma-separated API keys; empty: no authentication")
     docs_public: bool = Field(True, description="serve /docs and /openapi.json without an API key")
     metrics_public: bool = Field(False, description="serve /metrics without an API key when keys are set")
     log_format: Literal["json", "text"] = Field("json", description="json: one JSON object a log line")
-    cors_origins: str = Field("", description="comma-separated origins allowed by CORS; empty: CORS off")
+    cors_origins: CommaList = Field([], description="comma-separated origins allowed by CORS; empty: CORS off")
     reload_on_sighup: bool = Field(True, description="reload the models from the artifacts folder on SIGHUP")
     graceful_shutdown_s: int = Field(20, gt=0, description="on SIGTERM, how long in-flight requests may finish")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
 
-
-def split_list(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
 
 @lru_cache

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Request
 from service.errors import Forbidden
 from service.registry import reload_registry
 from service.schemas import ErrorResponse, ReloadResponse
-from service.settings import Settings, split_list
+from service.settings import Settings
 
 router = APIRouter(tags=["admin"])
 
@@ -14,7 +14,7 @@ router = APIRouter(tags=["admin"])
 async def reload(request: Request) -> ReloadResponse:
     """Load the checkpoints anew; the new set replaces the old in one step only if at least one loads."""
     settings: Settings = request.app.state.settings
-    if not split_list(settings.api_keys):
+    if not settings.api_keys:
         raise Forbidden("reloading is an admin action: set SAE_API_KEYS to enable /admin/reload (or send SIGHUP)")
     fresh, swapped = await reload_registry(request.app.state)
     return ReloadResponse(swapped=swapped, loaded=sorted(fresh.models), failed=fresh.failures)

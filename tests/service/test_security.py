@@ -1,9 +1,11 @@
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.security import key_matches, presented_key
+from service.settings import Settings
 from tests.service.conftest import digit_like, make_settings, png_bytes
 
 FILES = [("file", ("a.png", png_bytes(digit_like(0)), "image/png"))]
@@ -55,3 +57,10 @@ def test_cors_is_off_by_default_and_follows_the_allow_list(tiny_artifacts: Path)
         assert allowed.headers["access-control-allow-origin"] == "https://app.example"
         other = client.options("/classify", headers={**preflight, "Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_comma_lists_are_parsed_once_by_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAE_API_KEYS", " alpha-key, beta-key ,,")
+    monkeypatch.setenv("SAE_CORS_ORIGINS", "")
+    settings = Settings()
+    assert settings.api_keys == ["alpha-key", "beta-key"] and settings.cors_origins == []
