@@ -9,12 +9,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from models import resolve_device
 from service.batchers import Batchers
 from service.errors import NoModelLoaded, add_error_handlers
 from service.inputs import Limits
 from service.observability import AccessMiddleware, Metrics
-from service.registry import Registry, load_models, reload_registry
+from service.registry import ModelStore
 from service.routes import admin, demo, inference, meta, v2
 from service.routes.docs import add_docs
 from service.security import ApiKeyMiddleware
@@ -31,7 +30,7 @@ def watch_sighup(app: FastAPI) -> None:
     tasks: set[asyncio.Task[object]] = set()
 
     def on_sighup() -> None:
-        task = loop.create_task(reload_registry(app.state))
+        task = loop.create_task(app.state.store.reload())
         tasks.add(task)  # keep a reference until it is done
         task.add_done_callback(tasks.discard)
 
@@ -46,13 +45,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        device = resolve_device(settings.device)
-        registry: Registry = load_models(settings.artifacts_dir, device)
+        registry = app.state.store.load()
         if not registry.ready:
             reasons = "; ".join(f"{name}: {why}" for name, why in registry.failures.items())
             log.critical("no model could be loaded from %s (%s); not starting", settings.artifacts_dir, reasons)
             raise NoModelLoaded(f"no model could be loaded from {settings.artifacts_dir}: {reasons}")
-        app.state.registry = registry
         app.state.batchers = Batchers(settings, app.state.metrics.batch_observer)
         watch_sighup(app)
         yield
@@ -74,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.max_json_bytes,
         settings.max_json_depth,
     )
-    app.state.registry = Registry()
+    app.state.store = ModelStore(settings.artifacts_dir, settings.device)
     app.state.metrics = Metrics()
     app.add_middleware(
         ApiKeyMiddleware,

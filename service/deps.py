@@ -22,7 +22,7 @@ async def get_settings_from_app(request: Request) -> Settings:
 
 
 async def get_registry(request: Request) -> Registry:
-    registry: Registry = request.app.state.registry
+    registry: Registry = request.app.state.store.registry
     return registry
 
 
@@ -57,7 +57,7 @@ async def get_target(
 ) -> Target:
     state = request.app.state
     settings: Settings = state.settings
-    served = find_model(state.registry, model or settings.default_model)
+    served = find_model(state.store.registry, model or settings.default_model)
     request.state.model = served.name  # for metrics and logs: only known names, never the raw query
     return Target(served, state.batchers, state.limits, settings.request_timeout_s)
 

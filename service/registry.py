@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import State
 
 from models import CheckpointError, StackedAutoencoder, load_checkpoint, resolve_device
 
@@ -67,21 +66,32 @@ def load_models(artifacts_dir: Path, device: torch.device) -> Registry:
     return registry
 
 
-_reload_lock = asyncio.Lock()
+class ModelStore:
+    """The models being served and how to load them again: the one object on app.state that owns them."""
 
+    def __init__(self, artifacts_dir: Path, device_choice: str) -> None:
+        self.artifacts_dir, self.device_choice = artifacts_dir, device_choice
+        self.device = torch.device("cpu")  # resolved by load(), which refuses CUDA where there is none
+        self.registry = Registry()
+        self._reload_lock = asyncio.Lock()
 
-async def reload_registry(state: State) -> tuple[Registry, bool]:
-    """Load every model anew off the event loop, then swap the whole registry in one assignment.
+    def load(self) -> Registry:
+        """The first load, before the server accepts connections."""
+        self.device = resolve_device(self.device_choice)
+        self.registry = load_models(self.artifacts_dir, self.device)
+        return self.registry
 
-    Requests already running keep the models they started with; the next ones get the new set. If no
-    model loads, the old set stays. Returns the fresh registry and whether it was swapped in.
-    """
-    async with _reload_lock:
-        settings = state.settings
-        fresh = await run_in_threadpool(load_models, settings.artifacts_dir, resolve_device(settings.device))
-        if fresh.ready:
-            state.registry = fresh
-            log.info("models reloaded: %s", ", ".join(sorted(fresh.models)))
-        else:
-            log.error("reload loaded no model (%s); keeping the models already loaded", fresh.failures)
-        return fresh, fresh.ready
+    async def reload(self) -> tuple[Registry, bool]:
+        """Load every model anew off the event loop, then swap the whole registry in one assignment.
+
+        Requests already running keep the models they started with; the next ones get the new set. If no
+        model loads, the old set stays. Returns the fresh registry and whether it was swapped in.
+        """
+        async with self._reload_lock:
+            fresh = await run_in_threadpool(load_models, self.artifacts_dir, self.device)
+            if fresh.ready:
+                self.registry = fresh
+                log.info("models reloaded: %s", ", ".join(sorted(fresh.models)))
+            else:
+                log.error("reload loaded no model (%s); keeping the models already loaded", fresh.failures)
+            return fresh, fresh.ready

@@ -3,7 +3,6 @@
 from fastapi import APIRouter, Request
 
 from service.errors import Forbidden
-from service.registry import reload_registry
 from service.schemas import ErrorResponse, ReloadResponse
 from service.settings import Settings
 
@@ -16,5 +15,5 @@ async def reload(request: Request) -> ReloadResponse:
     settings: Settings = request.app.state.settings
     if not settings.api_keys:
         raise Forbidden("reloading is an admin action: set SAE_API_KEYS to enable /admin/reload (or send SIGHUP)")
-    fresh, swapped = await reload_registry(request.app.state)
+    fresh, swapped = await request.app.state.store.reload()
     return ReloadResponse(swapped=swapped, loaded=sorted(fresh.models), failed=fresh.failures)

@@ -52,7 +52,7 @@ router = APIRouter(prefix=PROTOCOL_PREFIX, tags=["open inference protocol v2"], 
 
 
 def served_model(request: Request, name: str) -> ServedModel:
-    served = find_model(request.app.state.registry, name)
+    served = find_model(request.app.state.store.registry, name)
     request.state.model = served.name  # for metrics and logs: only known names, never the raw path
     return served
 
@@ -69,7 +69,7 @@ async def server_live() -> dict[str, bool]:
 
 @router.get("/health/ready")
 async def server_ready(request: Request) -> JSONResponse:
-    ready = request.app.state.registry.ready
+    ready = request.app.state.store.registry.ready
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 

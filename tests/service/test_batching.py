@@ -87,7 +87,7 @@ def test_concurrent_http_requests_through_the_batcher_match_the_unbatched_model(
     sizes: list[int] = []
     client.app.state.batchers.observe = lambda model, op: lambda size, waited: sizes.append(size)  # type: ignore[attr-defined]
     pictures = [digit_like(100 + i) for i in range(48)]
-    served = client.app.state.registry.models["mnist"]  # type: ignore[attr-defined]
+    served = client.app.state.store.registry.models["mnist"]  # type: ignore[attr-defined]
     with torch.inference_mode():
         expected = served.model.classify(to_model_input(torch.from_numpy(np.stack(pictures)))).exp().numpy()
 

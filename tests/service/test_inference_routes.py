@@ -15,7 +15,7 @@ def files(*images: np.ndarray) -> list[tuple[str, tuple[str, bytes, str]]]:
 
 
 def expected_probabilities(client: TestClient, model: str, pixels: np.ndarray) -> np.ndarray:
-    served = client.app.state.registry.models[model]  # type: ignore[attr-defined]
+    served = client.app.state.store.registry.models[model]  # type: ignore[attr-defined]
     with torch.inference_mode():
         return served.model.classify(to_model_input(torch.from_numpy(pixels[None]))).exp()[0].numpy()
 
