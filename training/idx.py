@@ -48,10 +48,6 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> torch.Tensor:
     return torch.from_numpy(array.copy())
 
 
-def read_idx(path: Path) -> torch.Tensor:
-    return parse_idx(read_idx_bytes(path), str(path))
-
-
 def check_split(
     images: torch.Tensor, labels: torch.Tensor, images_name: str, labels_name: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,8 +59,3 @@ def check_split(
     if images.shape[0] != labels.shape[0]:
         raise IDXError(f"{images_name} holds {images.shape[0]} images but {labels_name} holds {labels.shape[0]} labels")
     return images, labels
-
-
-def read_split(images_path: Path, labels_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, rows, cols) and labels (N,) from two IDX files."""
-    return check_split(read_idx(images_path), read_idx(labels_path), str(images_path), str(labels_path))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import idx_bytes
-from training.idx import IDXError, parse_idx, read_idx, read_split
+from training.idx import IDXError, check_split, parse_idx, read_idx_bytes
 
 
 def test_reads_raw_and_gzip_files_alike(tmp_path: Path) -> None:
@@ -13,7 +13,7 @@ def test_reads_raw_and_gzip_files_alike(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(idx_bytes(array))
     (tmp_path / "a.gz").write_bytes(gzip.compress(idx_bytes(array)))
     for path in (tmp_path / "a", tmp_path / "a.gz"):
-        tensor = read_idx(path)
+        tensor = parse_idx(read_idx_bytes(path), str(path))
         assert tensor.shape == (2, 3, 4)
         assert np.array_equal(tensor.numpy(), array)
 
@@ -44,11 +44,12 @@ def test_damaged_gzip_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "x.gz"
     path.write_bytes(gzip.compress(idx_bytes(np.zeros((100, 28, 28), np.uint8)))[:50])
     with pytest.raises(IDXError, match="gzip data is damaged or truncated"):
-        read_idx(path)
+        read_idx_bytes(path)
 
 
 def test_mismatched_image_and_label_counts_are_refused(tmp_path: Path) -> None:
     (tmp_path / "images").write_bytes(idx_bytes(np.zeros((5, 28, 28), np.uint8)))
     (tmp_path / "labels").write_bytes(idx_bytes(np.zeros((4,), np.uint8)))
     with pytest.raises(IDXError, match=r"images holds 5 images but .*labels holds 4 labels"):
-        read_split(tmp_path / "images", tmp_path / "labels")
+        images, labels = (parse_idx(read_idx_bytes(tmp_path / name), name) for name in ("images", "labels"))
+        check_split(images, labels, "images", "labels")
