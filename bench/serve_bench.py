@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from models import load_checkpoint
-from service import inference
+from service import predict
 from service.imaging import decode_image
 from service.registry import ServedModel
 from training.data import load_dataset
@@ -173,7 +173,7 @@ def ceilings(artifacts: Path, pngs: list[bytes], pixels: np.ndarray) -> tuple[fl
     for _ in range(5):
         start = time.perf_counter()
         for _ in range(20):
-            inference.classify(served, pixels)
+            predict.classify(served, pixels)
         best_forward = max(best_forward, 20 * len(pixels) / (time.perf_counter() - start))
         start = time.perf_counter()
         for data in pngs:

@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from service.batchers import Batchers
 from service.errors import NoModelLoaded, add_error_handlers
 from service.inputs import Limits
+from service.microbatching import ModelBatchers
 from service.observability import AccessMiddleware, Metrics
 from service.registry import ModelStore
 from service.routes import admin, demo, inference, meta, v2
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reasons = "; ".join(f"{name}: {why}" for name, why in registry.failures.items())
             log.critical("no model could be loaded from %s (%s); not starting", settings.artifacts_dir, reasons)
             raise NoModelLoaded(f"no model could be loaded from {settings.artifacts_dir}: {reasons}")
-        app.state.batchers = Batchers(settings, app.state.metrics.batch_observer)
+        app.state.batchers = ModelBatchers(settings, app.state.metrics.batch_observer)
         watch_sighup(app)
         yield
         await app.state.batchers.close()

@@ -1,6 +1,6 @@
 """Dependencies as Annotated aliases, so route signatures stay short.
 
-The inference routes take one dependency (`TargetDep`): FastAPI's per-dependency cost is paid on
+The inference routes take one dependency (`InferenceContextDep`): FastAPI's per-dependency cost is paid on
 every request of the hot path.
 """
 
@@ -9,9 +9,9 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
-from service.batchers import Batchers
 from service.errors import NotFound, NotReady
 from service.inputs import Limits
+from service.microbatching import ModelBatchers
 from service.registry import KNOWN_MODELS, Registry, ServedModel
 from service.settings import Settings
 
@@ -40,29 +40,29 @@ def find_model(registry: Registry, name: str) -> ServedModel:
 
 
 @dataclass(frozen=True)
-class Target:
+class InferenceContext:
     """What an inference request needs: its model, the batchers and the input limits."""
 
     served: ServedModel
-    batchers: Batchers
+    batchers: ModelBatchers
     limits: Limits
     timeout_s: float
 
 
-async def get_target(
+async def get_inference_context(
     request: Request,
     model: Annotated[
         str | None, Query(description="model name: mnist or fashion-mnist (default from settings)")
     ] = None,
-) -> Target:
+) -> InferenceContext:
     state = request.app.state
     settings: Settings = state.settings
     served = find_model(state.store.registry, model or settings.default_model)
     request.state.model = served.name  # for metrics and logs: only known names, never the raw query
-    return Target(served, state.batchers, state.limits, settings.request_timeout_s)
+    return InferenceContext(served, state.batchers, state.limits, settings.request_timeout_s)
 
 
-TargetDep = Annotated[Target, Depends(get_target)]
+InferenceContextDep = Annotated[InferenceContext, Depends(get_inference_context)]
 ResizeQuery = Annotated[
     bool,
     Query(

@@ -10,7 +10,7 @@ from PIL import Image
 from starlette.responses import Response
 
 from service.errors import NotAcceptable
-from service.inference import Classification, Floats, Reconstructions
+from service.predict import Classification, Floats, Reconstructions
 
 
 class FastJSONResponse(Response):

@@ -10,7 +10,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.batching import forward_images
+from service.microbatching import forward_images
 
 REQUEST_ID_HEADER = "x-request-id"
 access_log = logging.getLogger("sae_serve.access")

@@ -15,8 +15,8 @@ from numpy.typing import NDArray
 
 from models import IMAGE_SIDE
 from service.errors import UndecodableInput
-from service.inference import AllOutputs
 from service.inputs import Batch, Limits, PixelScale, check_count, to_pixels
+from service.predict import AllOutputs
 
 INPUT_NAME = "images"
 HEADER_LENGTH = "inference-header-content-length"

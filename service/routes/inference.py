@@ -7,7 +7,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.deps import ResizeQuery, Target, TargetDep
+from service.deps import InferenceContext, InferenceContextDep, ResizeQuery
 from service.encoding import (
     FastJSONResponse,
     classification_json,
@@ -76,20 +76,20 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 async def infer(
-    request: Request, target: Target, resize: bool, predict: Callable[[Batch], Awaitable[Result]]
+    request: Request, context: InferenceContext, resize: bool, predict: Callable[[Batch], Awaitable[Result]]
 ) -> Result:
     """Read, decode and predict within the request timeout."""
 
     async def work() -> Result:
-        return await predict(await batch_from(request, target, resize))
+        return await predict(await batch_from(request, context, resize))
 
-    return await within_timeout(work(), target.timeout_s)
+    return await within_timeout(work(), context.timeout_s)
 
 
-async def batch_from(request: Request, target: Target, resize: bool) -> Batch:
-    limits = target.limits
+async def batch_from(request: Request, context: InferenceContext, resize: bool) -> Batch:
+    limits = context.limits
     kind, content = await read_images(request, limits)
-    framing = FRAMINGS.get(str(target.served.card["dataset"]), FRAMINGS["mnist"]) if resize else None
+    framing = FRAMINGS.get(str(context.served.card["dataset"]), FRAMINGS["mnist"]) if resize else None
     size = len(content) if isinstance(content, bytes) else sum(len(data) for _, data in content)
     if framing is None and size <= INLINE_DECODE_BYTES:
         return decode_batch(kind, content, limits, framing)  # a few small images: cheaper than a thread hop
@@ -99,13 +99,13 @@ async def batch_from(request: Request, target: Target, resize: bool) -> Batch:
 @router.post("/classify", response_model=ClassifyResponse, responses=ERRORS, openapi_extra=IMAGE_BODY)
 async def classify(
     request: Request,
-    target: TargetDep,
+    context: InferenceContextDep,
     resize: ResizeQuery = False,
     top_k: Annotated[int, Query(ge=1, le=1000, description="how many of the most probable classes to list")] = 3,
 ) -> Response:
     """Class probabilities, top-k classes and an in-distribution flag for each image, in input order."""
-    served = target.served
-    result = await infer(request, target, resize, partial(target.batchers.classify, served))
+    served = context.served
+    result = await infer(request, context, resize, partial(context.batchers.classify, served))
     top_k = min(top_k, len(served.class_names))
     return FastJSONResponse(classification_json(served.name, result, served.class_names, top_k, served.error_threshold))
 
@@ -123,11 +123,11 @@ async def classify(
     },
     openapi_extra=IMAGE_BODY,
 )
-async def reconstruct(request: Request, target: TargetDep, resize: ResizeQuery = False) -> Response:
+async def reconstruct(request: Request, context: InferenceContextDep, resize: ResizeQuery = False) -> Response:
     """The autoencoder's reconstruction of each image, as PNG or JSON pixels, with its error."""
     media = negotiate(request.headers.get("accept"), ["image/png", "application/json"])
-    served = target.served
-    result = await infer(request, target, resize, partial(target.batchers.reconstruct, served))
+    served = context.served
+    result = await infer(request, context, resize, partial(context.batchers.reconstruct, served))
     if media == "application/json":
         return FastJSONResponse(reconstruction_json(served.name, result))
     errors = ",".join(f"{e:.6g}" for e in result.reconstruction_errors.tolist())
@@ -152,14 +152,14 @@ async def reconstruct(request: Request, target: TargetDep, resize: ResizeQuery =
 )
 async def embed(
     request: Request,
-    target: TargetDep,
+    context: InferenceContextDep,
     resize: ResizeQuery = False,
     layer: Annotated[int, Query(ge=1, le=2, description="2: the 256-d code (default); 1: the 400-d first layer")] = 2,
 ) -> Response:
     """The encoder's code for each image."""
     media = negotiate(request.headers.get("accept"), ["application/json", "application/x-npy"])
-    served = target.served
-    embeddings = await infer(request, target, resize, partial(target.batchers.embed, served, layer=layer))
+    served = context.served
+    embeddings = await infer(request, context, resize, partial(context.batchers.embed, served, layer=layer))
     if media == "application/x-npy":
         return Response(npy_bytes(embeddings), media_type="application/x-npy")
     return FastJSONResponse(embedding_json(served.name, layer, embeddings))

@@ -12,11 +12,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from service.batchers import Batchers
 from service.deps import find_model
 from service.errors import PROTOCOL_PREFIX, within_timeout
-from service.inference import AllOutputs
 from service.inputs import Limits, read_body
+from service.microbatching import ModelBatchers
+from service.predict import AllOutputs
 from service.protocol import (
     HEADER_LENGTH,
     INPUT_NAME,
@@ -114,7 +114,7 @@ async def infer(request: Request, name: str) -> Response:
     """Infer with one `images` tensor; JSON or binary tensor data in and out."""
     served = served_model(request, name)
     settings: Settings = request.app.state.settings
-    batchers: Batchers = request.app.state.batchers
+    batchers: ModelBatchers = request.app.state.batchers
 
     async def work() -> tuple[InferRequest, AllOutputs]:
         parsed = await parsed_request(request, request.app.state.limits)

@@ -8,7 +8,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from models import to_model_input
-from service.batching import MicroBatcher
+from service.microbatching import MicroBatcher
 from tests.service.conftest import digit_like, png_bytes
 
 

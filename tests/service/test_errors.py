@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service import inference
+from service import predict
 from service.app import create_app
 from service.errors import NoModelLoaded
 from service.inputs import json_depth
@@ -105,7 +105,7 @@ def test_unexpected_failure_is_a_generic_500_with_the_request_id(
     def broken(*args: object) -> None:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(inference, "classify", broken)
+    monkeypatch.setattr(predict, "classify", broken)
     client_no_raise = TestClient(client.app, raise_server_exceptions=False)
     response = client_no_raise.post(
         "/classify", files=upload(png_bytes(digit_like(0))), headers={"X-Request-ID": "abc123"}

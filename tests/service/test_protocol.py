@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.errors import InputError, InvalidInput, TooLarge, UndecodableInput
-from service.inference import AllOutputs
 from service.inputs import Limits
+from service.predict import AllOutputs
 from service.protocol import OUTPUT_NAMES, RequestedOutput, encode_infer_response, parse_infer_request
 from tests.service.conftest import digit_like, make_settings
 

@@ -6,6 +6,8 @@ their way, it waits for them until `max_wait_s` after the first one arrived. A l
 nothing else queued, goes at once; when no forward is running either, it skips the queue and goes
 straight to the forward thread. While one forward runs the next batch fills, so under load batches
 grow by themselves. Each request gets back exactly its own rows.
+
+`ModelBatchers` keeps one such batcher per model and operation, all feeding one forward thread.
 """
 
 import asyncio
@@ -14,12 +16,17 @@ import contextvars
 import dataclasses
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
+
+from service import predict
+from service.registry import ServedModel
+from service.settings import Settings
 
 Result = TypeVar("Result")
 # Images in the forward pass that answered the current request (for its log line).
@@ -153,3 +160,60 @@ class MicroBatcher(Generic[Result]):
             if not p.future.done():
                 p.future.set_result(take_rows(result, start, stop) if len(live) > 1 else result)
             start = stop
+
+
+class ModelBatchers:
+    """One micro-batcher per model and operation, all feeding one forward thread."""
+
+    def __init__(
+        self, settings: Settings, observe: Callable[[str, str], Callable[[int, float], None]] | None = None
+    ) -> None:
+        self.settings = settings
+        self.observe = observe  # (model, operation) -> callback(images, seconds waited) for each forward
+        # One thread: forwards run one at a time, each using torch's own intra-op threads.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
+        self._batchers: dict[tuple[str, str, int], tuple[ServedModel, MicroBatcher[Any]]] = {}
+
+    def batcher_for(
+        self, served: ServedModel, op: str, forward: Callable[[NDArray[np.uint8]], Any], layer: int = 0
+    ) -> MicroBatcher[Any]:
+        key = (served.name, op, layer)
+        known = self._batchers.get(key)
+        # A reloaded model gets a new batcher; the old one finishes what it holds, and its worker ends.
+        batcher = known[1] if known is not None and known[0] is served else None
+        if batcher is None:
+            batcher = MicroBatcher(
+                forward,
+                self.executor,
+                self.settings.batch_max_images,
+                self.settings.batch_max_wait_ms / 1000,
+                self.observe(served.name, op) if self.observe else None,
+            )
+            self._batchers[key] = (served, batcher)
+        return batcher
+
+    async def classify(self, served: ServedModel, pixels: NDArray[np.uint8]) -> predict.Classification:
+        result: predict.Classification = await self.batcher_for(
+            served, "classify", partial(predict.classify, served)
+        ).submit(pixels)
+        return result
+
+    async def reconstruct(self, served: ServedModel, pixels: NDArray[np.uint8]) -> predict.Reconstructions:
+        batcher = self.batcher_for(served, "reconstruct", partial(predict.reconstruct, served))
+        result: predict.Reconstructions = await batcher.submit(pixels)
+        return result
+
+    async def embed(self, served: ServedModel, pixels: NDArray[np.uint8], *, layer: int) -> predict.Floats:
+        batcher = self.batcher_for(served, "embed", partial(predict.embed, served, layer=layer), layer)
+        result: predict.Floats = await batcher.submit(pixels)
+        return result
+
+    async def all_outputs(self, served: ServedModel, pixels: NDArray[np.uint8]) -> predict.AllOutputs:
+        batcher = self.batcher_for(served, "infer", partial(predict.all_outputs, served))
+        result: predict.AllOutputs = await batcher.submit(pixels)
+        return result
+
+    async def close(self) -> None:
+        for _, batcher in self._batchers.values():
+            await batcher.close()
+        self.executor.shutdown(wait=True)
