@@ -85,3 +85,14 @@ class ReloadResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str
+
+
+class ProtocolErrorResponse(BaseModel):
+    """The Open Inference Protocol's error form, answered under /v2."""
+
+    error: str
+
+
+def error_responses(body: type[BaseModel], descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for error statuses, each with its body model and a description."""
+    return {status: {"model": body, "description": text} for status, text in descriptions.items()}

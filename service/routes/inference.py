@@ -20,7 +20,14 @@ from service.encoding import (
 from service.errors import within_timeout
 from service.imaging import FRAMINGS
 from service.inputs import Batch, decode_batch, read_images
-from service.schemas import ClassifyResponse, EmbedResponse, ErrorResponse, ImagesRequest, ReconstructResponse
+from service.schemas import (
+    ClassifyResponse,
+    EmbedResponse,
+    ErrorResponse,
+    ImagesRequest,
+    ReconstructResponse,
+    error_responses,
+)
 
 Result = TypeVar("Result")
 router = APIRouter(tags=["inference"])
@@ -61,18 +68,19 @@ IMAGE_BODY: dict[str, Any] = {
         },
     }
 }
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": text}
-    for status, text in {
+ERRORS = error_responses(
+    ErrorResponse,
+    {
         400: "undecodable image or body",
         404: "unknown model",
         406: "no acceptable response type",
+        408: "request not completed within the timeout",
         413: "body or batch too large",
         415: "unsupported media type or image format",
         422: "wrong size, shape or value range",
         503: "model not loaded",
-    }.items()
-}
+    },
+)
 
 
 async def infer(

@@ -9,7 +9,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import find_model
@@ -26,6 +25,7 @@ from service.protocol import (
     parse_infer_request,
 )
 from service.registry import ServedModel
+from service.schemas import ProtocolErrorResponse, error_responses
 from service.settings import Settings
 
 VERSION = "1"
@@ -33,21 +33,17 @@ VERSION = "1"
 INLINE_PARSE_BYTES = 16 * 1024
 
 
-class ProtocolErrorBody(BaseModel):
-    error: str
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ProtocolErrorBody, "description": text}
-    for status, text in {
+ERRORS = error_responses(
+    ProtocolErrorResponse,
+    {
         400: "malformed request or tensor",
         404: "unknown model",
         408: "request not completed within the timeout",
         413: "body too large, or too many images",
         422: "pixel values out of range",
         503: "model not loaded, or not ready",
-    }.items()
-}
+    },
+)
 router = APIRouter(prefix=PROTOCOL_PREFIX, tags=["open inference protocol v2"], responses=ERRORS)
 
 
