@@ -118,21 +118,30 @@ class _Base(ABC, Generic[Http]):
         timeout: float = 30.0,
         retries: int = 3,
         model: str | None = None,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """`transport` replaces httpx's network transport (and its retries), e.g. with an httpx.MockTransport."""
         self.model = model
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http: Http = self._connect({"base_url": base_url, "headers": headers, "timeout": timeout}, retries)
+        options = {"base_url": base_url, "headers": headers, "timeout": timeout}
+        self._http: Http = self._connect(options, retries, transport)
 
     @abstractmethod
-    def _connect(self, options: dict[str, Any], retries: int) -> Http:
-        """The httpx client, retrying connection failures `retries` times."""
+    def _connect(
+        self, options: dict[str, Any], retries: int, transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None
+    ) -> Http:
+        """The httpx client, retrying connection failures `retries` times unless given a transport."""
 
 
 class Client(_Base[httpx.Client]):
     """Blocking client. Connection failures are retried `retries` times; refusals raise SAEError."""
 
-    def _connect(self, options: dict[str, Any], retries: int) -> httpx.Client:
-        return httpx.Client(**options, transport=httpx.HTTPTransport(retries=retries))
+    def _connect(
+        self, options: dict[str, Any], retries: int, transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None
+    ) -> httpx.Client:
+        if transport is not None and not isinstance(transport, httpx.BaseTransport):
+            raise TypeError("Client needs a synchronous httpx transport")
+        return httpx.Client(**options, transport=transport or httpx.HTTPTransport(retries=retries))
 
     def classify(self, images: Images, model: str | None = None, top_k: int = 3, resize: bool = False) -> Any:
         """A prediction dict per image (one dict for one image)."""
@@ -169,8 +178,12 @@ class Client(_Base[httpx.Client]):
 class AsyncClient(_Base[httpx.AsyncClient]):
     """The same calls for asyncio code."""
 
-    def _connect(self, options: dict[str, Any], retries: int) -> httpx.AsyncClient:
-        return httpx.AsyncClient(**options, transport=httpx.AsyncHTTPTransport(retries=retries))
+    def _connect(
+        self, options: dict[str, Any], retries: int, transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None
+    ) -> httpx.AsyncClient:
+        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+            raise TypeError("AsyncClient needs an asynchronous httpx transport")
+        return httpx.AsyncClient(**options, transport=transport or httpx.AsyncHTTPTransport(retries=retries))
 
     async def classify(self, images: Images, model: str | None = None, top_k: int = 3, resize: bool = False) -> Any:
         path, kwargs, single = _prepare("classify", images, model or self.model, resize, top_k=top_k)

@@ -1,0 +1,128 @@
+"""The Python client's requests and its reading of answers, through an injected httpx transport (fast).
+
+tests/sae_client/test_client.py runs the same client against a real server.
+"""
+
+import asyncio
+import io
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from sae_client import AsyncClient, Client, SAEError
+from tests.service.conftest import digit_like, png_bytes
+
+PREDICTION = {
+    "label": 1,
+    "class_name": "1",
+    "probabilities": {"0": 0.1, "1": 0.9},
+    "top_k": [],
+    "in_distribution": True,
+}
+
+
+class Recorder:
+    """An httpx MockTransport handler: keeps each request, answers like the service would."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.params.get("model") == "cifar":
+            return httpx.Response(404, json={"detail": "unknown model 'cifar'; known models: fashion-mnist, mnist"})
+        count = self.image_count(request)
+        if request.url.path == "/classify":
+            return httpx.Response(200, json={"model": "mnist", "predictions": [PREDICTION] * count})
+        if request.url.path == "/reconstruct":
+            items = [{"pixels": [[7] * 28] * 28, "reconstruction_error": 0.25}] * count
+            return httpx.Response(200, json={"model": "mnist", "reconstructions": items})
+        if request.url.path == "/embed":
+            buffer = io.BytesIO()
+            np.save(buffer, np.full((count, 256), 0.5, np.float32))
+            return httpx.Response(200, content=buffer.getvalue(), headers={"Content-Type": "application/x-npy"})
+        return httpx.Response(200, json={"models": [{"name": "mnist"}]})
+
+    @staticmethod
+    def image_count(request: httpx.Request) -> int:
+        kind = request.headers.get("content-type", "")
+        if kind == "application/octet-stream":
+            return len(request.content) // 784
+        return request.content.count(b'name="file"')
+
+
+def test_uint8_arrays_go_as_raw_pixels_with_the_key_model_and_top_k() -> None:
+    recorder = Recorder()
+    images = np.stack([digit_like(i) for i in range(3)])
+    with Client("http://sae", api_key="secret", model="fashion-mnist", transport=httpx.MockTransport(recorder)) as c:
+        answer = c.classify(images, top_k=1)
+    (request,) = recorder.requests
+    assert request.method == "POST" and request.url.path == "/classify"
+    assert dict(request.url.params) == {"model": "fashion-mnist", "top_k": "1"}
+    assert request.headers["authorization"] == "Bearer secret"
+    assert request.headers["content-type"] == "application/octet-stream" and request.content == images.tobytes()
+    assert answer == [PREDICTION] * 3
+
+
+def test_paths_bytes_floats_and_one_image_go_as_files_and_one_answer_comes_back(tmp_path: Path) -> None:
+    recorder = Recorder()
+    path = tmp_path / "digit.png"
+    path.write_bytes(png_bytes(digit_like(1)))
+    with Client("http://sae", transport=httpx.MockTransport(recorder)) as client:
+        assert client.classify(path) == PREDICTION
+        assert client.classify([path, path.read_bytes(), digit_like(2) / 255.0], resize=True) == [PREDICTION] * 3
+    single, batch = recorder.requests
+    assert single.headers["content-type"].startswith("multipart/form-data") and "authorization" not in single.headers
+    assert batch.content.count(b'name="file"') == 3 and batch.url.params["resize"] == "true"
+
+
+def test_reconstruct_and_embed_ask_for_their_formats_and_read_them() -> None:
+    recorder = Recorder()
+    with Client("http://sae", transport=httpx.MockTransport(recorder)) as client:
+        pixels, errors = client.reconstruct(digit_like(0))
+        codes = client.embed(np.stack([digit_like(0), digit_like(1)]), layer=1)
+    assert pixels.shape == (28, 28) and pixels.dtype == np.uint8 and int(pixels[0, 0]) == 7
+    assert errors.tolist() == [0.25]
+    assert codes.shape == (2, 256) and codes.dtype == np.float32
+    reconstruct, embed = recorder.requests
+    assert reconstruct.headers["accept"] == "application/json"
+    assert embed.headers["accept"] == "application/x-npy" and embed.url.params["layer"] == "1"
+
+
+def test_a_refusal_raises_sae_error_with_the_servers_detail() -> None:
+    with Client("http://sae", transport=httpx.MockTransport(Recorder())) as client, pytest.raises(SAEError) as caught:
+        client.classify(digit_like(0), model="cifar")
+    assert caught.value.status_code == 404 and caught.value.detail.startswith("unknown model 'cifar'")
+
+
+def test_the_async_client_sends_the_same_requests() -> None:
+    recorder = Recorder()
+    images = np.stack([digit_like(i) for i in range(2)])
+
+    async def calls() -> tuple[object, object, list[dict[str, object]]]:
+        async with AsyncClient("http://sae", api_key="k", transport=httpx.MockTransport(recorder)) as client:
+            return await client.classify(images), await client.embed(images), await client.models()
+
+    predictions, codes, models = asyncio.run(calls())
+    assert predictions == [PREDICTION] * 2 and np.asarray(codes).shape == (2, 256) and models == [{"name": "mnist"}]
+    classify, embed, listing = recorder.requests
+    assert classify.content == images.tobytes() and embed.content == images.tobytes()
+    assert {r.headers["authorization"] for r in recorder.requests} == {"Bearer k"} and listing.url.path == "/models"
+
+
+def test_a_transport_of_the_wrong_kind_is_refused() -> None:
+    with pytest.raises(TypeError, match="synchronous"):
+        Client("http://sae", transport=httpx.AsyncHTTPTransport())
+    with pytest.raises(TypeError, match="asynchronous"):
+        AsyncClient("http://sae", transport=httpx.HTTPTransport())
+
+
+def test_the_refusal_detail_survives_a_body_that_is_not_json() -> None:
+    def plain(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(502, text="<html>bad gateway</html>")
+
+    with Client("http://sae", transport=httpx.MockTransport(plain)) as client, pytest.raises(SAEError) as caught:
+        client.models()
+    assert caught.value.status_code == 502 and "bad gateway" in caught.value.detail
