@@ -2,28 +2,24 @@
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from models.sae import SAEConfig, StackedAutoencoder
+from models.card import ModelCard
+from models.errors import CheckpointError
+from models.sae import StackedAutoencoder
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
-FORMAT_VERSION = 1
-
-
-class CheckpointError(Exception):
-    """A checkpoint that is missing, unreadable or does not match its card."""
 
 
 @dataclass
 class LoadedCheckpoint:
     model: StackedAutoencoder
-    card: dict[str, Any]
+    card: ModelCard
     path: Path
 
 
@@ -35,52 +31,43 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(model: StackedAutoencoder, card: dict[str, Any], directory: Path) -> Path:
-    """Write weights and card; the card gains config, format version and the weights' sha256."""
+def save_checkpoint(model: StackedAutoencoder, card: ModelCard, directory: Path) -> ModelCard:
+    """Write the weights, then the card with the model's config and the weights' sha256; return that card."""
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_FILE
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(weights))
-    full_card = {
-        **card,
-        "format_version": FORMAT_VERSION,
-        "config": model.config.to_dict(),
-        "weights_file": WEIGHTS_FILE,
-        "weights_sha256": sha256_file(weights),
-    }
-    (directory / CARD_FILE).write_text(json.dumps(full_card, indent=2) + "\n")
-    return directory
+    written = replace(card, config=model.config, weights_file=WEIGHTS_FILE, weights_sha256=sha256_file(weights))
+    (directory / CARD_FILE).write_text(json.dumps(written.to_dict(), indent=2) + "\n")
+    return written
 
 
-def read_card(directory: Path) -> dict[str, Any]:
+def read_card(directory: Path) -> ModelCard:
     card_path = directory / CARD_FILE
     if not card_path.is_file():
         raise CheckpointError(f"{card_path} not found: a checkpoint is a folder with {CARD_FILE} and {WEIGHTS_FILE}")
     try:
-        card = json.loads(card_path.read_text())
+        raw = json.loads(card_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{card_path} is not valid JSON: {e}") from e
-    if not isinstance(card, dict) or "config" not in card or "weights_sha256" not in card:
-        raise CheckpointError(f"{card_path} lacks 'config' or 'weights_sha256'")
-    return card
+    return ModelCard.from_dict(raw, str(card_path))
 
 
 def load_checkpoint(directory: Path | str, device: torch.device | str = "cpu") -> LoadedCheckpoint:
     """Rebuild the model from the card alone, after checking the weights against the card's sha256."""
     directory = Path(directory)
     card = read_card(directory)
-    weights = directory / str(card.get("weights_file", WEIGHTS_FILE))
+    weights = directory / card.weights_file
     if not weights.is_file():
         raise CheckpointError(f"{weights} not found")
     actual = sha256_file(weights)
-    if actual != card["weights_sha256"]:
+    if actual != card.weights_sha256:
         raise CheckpointError(
-            f"{weights} does not match its card: sha256 {actual[:12]}... != {str(card['weights_sha256'])[:12]}...; "
+            f"{weights} does not match its card: sha256 {actual[:12]}... != {card.weights_sha256[:12]}...; "
             "the weights were changed or truncated, retrain or restore the checkpoint"
         )
     try:
-        config = SAEConfig.from_dict(card["config"])
-        model = StackedAutoencoder(config)
+        model = StackedAutoencoder(card.config)
         model.load_state_dict(load_file(str(weights)))
     except (KeyError, ValueError, RuntimeError, TypeError) as e:
         raise CheckpointError(f"{directory}: weights do not fit the card's config: {e}") from e

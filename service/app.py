@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from models.checkpoint import CARD_FILE, WEIGHTS_FILE
 from service.errors import NoModelLoaded, add_error_handlers
 from service.inputs import Limits
 from service.microbatching import ModelBatchers
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = app.state.store.load()
         if not registry.ready:
             reasons = "; ".join(f"{name}: {why}" for name, why in registry.failures.items())
+            reasons = reasons or f"it holds no checkpoint folder (<name>/{CARD_FILE} and <name>/{WEIGHTS_FILE})"
             log.critical("no model could be loaded from %s (%s); not starting", settings.artifacts_dir, reasons)
             raise NoModelLoaded(f"no model could be loaded from {settings.artifacts_dir}: {reasons}")
         app.state.batchers = ModelBatchers(settings, app.state.metrics.batch_observer)

@@ -12,7 +12,7 @@ from fastapi import Depends, Query, Request
 from service.errors import NotFound, NotReady
 from service.inputs import Limits
 from service.microbatching import ModelBatchers
-from service.registry import KNOWN_MODELS, Registry, ServedModel
+from service.registry import Registry, ServedModel
 from service.settings import Settings
 
 
@@ -35,7 +35,7 @@ def find_model(registry: Registry, name: str) -> ServedModel:
         return registry.models[name]
     if name in registry.failures:
         raise NotReady(f"model {name!r} is not loaded: {registry.failures[name]}")
-    known = ", ".join(sorted(set(KNOWN_MODELS) | set(registry.models)))
+    known = ", ".join(registry.names) or "none"
     raise NotFound(f"unknown model {name[:64]!r}; known models: {known}")
 
 

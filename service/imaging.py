@@ -8,29 +8,16 @@ is read.
 
 import io
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from models import IMAGE_SIDE
+from models import IMAGE_SIDE, Framing
 from service.errors import InvalidInput, TooLarge, UndecodableInput, UnsupportedMediaType
 
 ACCEPTED_FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"}
 Pixels = NDArray[np.uint8]
-
-
-@dataclass(frozen=True)
-class Framing:
-    """How a data set placed its subjects in the 28x28 frame."""
-
-    box: int
-    centre_by_mass: bool
-
-
-# MNIST digits were fitted into 20x20 and centred by mass; Fashion-MNIST garments fill the frame.
-FRAMINGS = {"mnist": Framing(20, True), "fashion-mnist": Framing(28, False)}
 
 
 def to_grayscale(image: Image.Image) -> Pixels:
@@ -97,7 +84,7 @@ def shift(frame: NDArray[np.float64], dy: int, dx: int) -> NDArray[np.float64]:
     return out
 
 
-def prepare_photo(pixels: Pixels, framing: Framing = FRAMINGS["mnist"]) -> Pixels:
+def prepare_photo(pixels: Pixels, framing: Framing) -> Pixels:
     """Make an arbitrary grayscale picture look like a sample of the model's data set.
 
     Invert a light background, remove the background level, crop to the content, fit it into the

@@ -9,9 +9,9 @@ import numpy as np
 from numpy.typing import NDArray
 from starlette.requests import Request
 
-from models import IMAGE_SIDE
+from models import IMAGE_SIDE, Framing
 from service.errors import InvalidInput, TooLarge, UndecodableInput, UnsupportedMediaType
-from service.imaging import Framing, decode_image, prepare_photo, require_model_size
+from service.imaging import decode_image, prepare_photo, require_model_size
 from service.multipart import parse_multipart
 
 FILE_FIELD = "file"

@@ -59,7 +59,7 @@ class Metrics:
 
         return observe
 
-    def set_models(self, loaded: dict[str, str], known: tuple[str, ...]) -> None:
+    def set_models(self, loaded: dict[str, str], known: list[str]) -> None:
         self.model_loaded.clear()
         for name in known:
             self.model_loaded.labels(name, loaded.get(name, "none")).set(1 if name in loaded else 0)

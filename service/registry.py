@@ -1,35 +1,38 @@
-"""The models the service holds: loaded from the artifacts folder, verified against their cards, warmed up."""
+"""The models the service holds: loaded from the artifacts folder, verified against their cards, warmed up.
+
+Every folder of the artifacts folder that holds a checkpoint is a model, named after the folder: a
+checkpoint of any 28x28 data set is served with the class names and framing its card gives, with no
+code change. Folders whose names start with a dot (staging areas) are not read.
+"""
 
 import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from starlette.concurrency import run_in_threadpool
 
-from models import CheckpointError, StackedAutoencoder, load_checkpoint, resolve_device
+from models import CheckpointError, ModelCard, StackedAutoencoder, load_checkpoint, resolve_device
+from models.checkpoint import CARD_FILE, WEIGHTS_FILE
 
 log = logging.getLogger("sae_serve")
-KNOWN_MODELS = ("mnist", "fashion-mnist")
 
 
 @dataclass
 class ServedModel:
     name: str
     model: StackedAutoencoder
-    card: dict[str, Any]
+    card: ModelCard
     device: torch.device
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.card["class_names"])
+        return list(self.card.class_names)
 
     @property
     def error_threshold(self) -> float:
-        """Reconstruction error at or under which an image counts as in-distribution (the test set's p99)."""
-        return float(self.card["metrics"]["reconstruction_error_percentiles"]["p99"])
+        return self.card.error_threshold
 
 
 @dataclass
@@ -41,15 +44,29 @@ class Registry:
     def ready(self) -> bool:
         return bool(self.models)
 
+    @property
+    def names(self) -> list[str]:
+        """Every model found, loaded or not."""
+        return sorted(set(self.models) | set(self.failures))
+
+
+def checkpoint_folders(artifacts_dir: Path) -> list[Path]:
+    if not artifacts_dir.is_dir():
+        return []
+    return sorted(
+        folder
+        for folder in artifacts_dir.iterdir()
+        if folder.is_dir()
+        and not folder.name.startswith(".")
+        and ((folder / CARD_FILE).exists() or (folder / WEIGHTS_FILE).exists())
+    )
+
 
 def load_models(artifacts_dir: Path, device: torch.device) -> Registry:
-    """Load every known checkpoint found; a model that fails is recorded with its reason, the others serve."""
+    """Load every checkpoint found; a model that fails is recorded with its reason, the others serve."""
     registry = Registry()
-    for name in KNOWN_MODELS:
-        directory = artifacts_dir / name
-        if not directory.exists():
-            registry.failures[name] = f"no checkpoint in {directory}"
-            continue
+    for directory in checkpoint_folders(artifacts_dir):
+        name = directory.name
         try:
             checkpoint = load_checkpoint(directory, device)
         except CheckpointError as e:
@@ -62,7 +79,7 @@ def load_models(artifacts_dir: Path, device: torch.device) -> Registry:
             served.model.classify(warm)
             served.model.reconstruct(warm)
         registry.models[name] = served
-        log.info("model %s loaded on %s (sha256 %s)", name, device, checkpoint.card["weights_sha256"][:12])
+        log.info("model %s loaded on %s (sha256 %s)", name, device, checkpoint.card.weights_sha256[:12])
     return registry
 
 

@@ -2,15 +2,25 @@
 
 import gzip
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from models import SAEConfig, StackedAutoencoder, save_checkpoint
+from models import (
+    FULL_FRAME,
+    MNIST_FRAMING,
+    Framing,
+    Metrics,
+    ModelCard,
+    SAEConfig,
+    StackedAutoencoder,
+    save_checkpoint,
+)
 from training import data as data_module
-from training.data import FILES, DatasetSpec
+from training.data import FILES
 
 TINY_TRAIN = 256
 TINY_TEST = 64
@@ -49,31 +59,36 @@ def tiny_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             target = folder / (f"{file}.gz" if compress else file)
             target.write_bytes(gzip.compress(raw) if compress else raw)
         spec = data_module.DATASETS[name]
-        tiny = DatasetSpec(name, spec.class_names, (md5s[0], md5s[1], md5s[2], md5s[3]), ("existing",))
+        tiny = replace(spec, md5=(md5s[0], md5s[1], md5s[2], md5s[3]), sources=("existing",))
         monkeypatch.setitem(data_module.DATASETS, name, tiny)
     monkeypatch.setenv("SAE_DATA_DIR", str(root))
     return root
 
 
-def make_card(dataset: str, class_names: list[str]) -> dict[str, object]:
-    return {
-        "dataset": dataset,
-        "class_names": class_names,
-        "pretraining": "greedy",
-        "recipe": {"name": "test"},
-        "metrics": {
-            "test_accuracy": 0.5,
-            "reconstruction_mse": 0.05,
-            "reconstruction_error_percentiles": {"p50": 0.04, "p90": 0.06, "p99": 0.08, "p99.9": 0.1},
-        },
-    }
+def make_card(dataset: str, class_names: list[str], framing: Framing = MNIST_FRAMING) -> ModelCard:
+    """A card for an untrained model; save_checkpoint fills in its config and sha256."""
+    return ModelCard(
+        dataset=dataset,
+        class_names=tuple(class_names),
+        framing=framing,
+        config=SAEConfig(num_classes=len(class_names)),
+        metrics=Metrics(
+            test_accuracy=0.5,
+            reconstruction_mse=0.05,
+            reconstruction_error_percentiles={"p50": 0.04, "p90": 0.06, "p99": 0.08, "p99.9": 0.1},
+        ),
+        pretraining="greedy",
+        recipe_name="test",
+        weights_sha256="",
+    )
 
 
 def write_tiny_artifacts(root: Path) -> Path:
     """Untrained but valid checkpoints for both data sets (Fashion-MNIST's classes named c0..c9)."""
     torch.manual_seed(0)
     for dataset, names in (("mnist", [str(d) for d in range(10)]), ("fashion-mnist", [f"c{d}" for d in range(10)])):
-        save_checkpoint(StackedAutoencoder(SAEConfig()), make_card(dataset, names), root / dataset)
+        framing = MNIST_FRAMING if dataset == "mnist" else FULL_FRAME
+        save_checkpoint(StackedAutoencoder(SAEConfig()), make_card(dataset, names, framing), root / dataset)
     return root
 
 

@@ -73,13 +73,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             fetch(name, args.data_dir)
         result = _train_one(args, name, args.pretrain)
         save_checkpoint(result.model, result.card, directory)
-        write_plots(
-            directory, result.model, result.history, result.metrics, tuple(result.card["class_names"]), result.test_x
-        )
+        write_plots(directory, result.model, result.history, result.metrics, result.card.class_names, result.test_x)
         print(
             f"{name}: test accuracy {_percent(result.metrics['test_accuracy'])}, "
             f"reconstruction MSE {result.metrics['reconstruction_mse']:.5f}, "
-            f"trained in {result.card['training_seconds']:.1f} s -> {directory}"
+            f"trained in {result.card.provenance['training_seconds']:.1f} s -> {directory}"
         )
     return 0
 
@@ -87,15 +85,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(args.checkpoint, resolve_device(args.device))
     card = checkpoint.card
-    data = load_dataset(card["dataset"], args.data_dir)
+    data = load_dataset(card.dataset, args.data_dir)
     x = to_model_input(data.test_images).to(resolve_device(args.device))
-    metrics = evaluate(checkpoint.model, x, data.test_labels, tuple(card["class_names"]))
+    metrics = evaluate(checkpoint.model, x, data.test_labels, card.class_names)
     if args.json:
         print(json.dumps(metrics))
         return 0
-    recorded = card.get("metrics", {}).get("test_accuracy")
-    print(f"{card['dataset']} ({card['pretraining']}, recipe {card['recipe']['name']}) from {args.checkpoint}")
-    on_card = _percent(recorded) if recorded else "none"
+    print(f"{card.dataset} ({card.pretraining}, recipe {card.recipe_name}) from {args.checkpoint}")
+    on_card = _percent(card.metrics.test_accuracy)
     print(f"  test accuracy       {_percent(metrics['test_accuracy'])} (card: {on_card})")
     print(f"  reconstruction MSE  {metrics['reconstruction_mse']:.5f}")
     percentiles = ", ".join(f"{k} {v:.5f}" for k, v in metrics["reconstruction_error_percentiles"].items())
@@ -120,7 +117,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     for name, scheme, result in rows:
         print(
             f"| {name} | {scheme} | {args.recipe} | {_percent(result.metrics['test_accuracy'])} | "
-            f"{result.metrics['reconstruction_mse']:.5f} | {result.card['training_seconds']:.1f} |"
+            f"{result.metrics['reconstruction_mse']:.5f} | {result.card.provenance['training_seconds']:.1f} |"
         )
     return 0
 

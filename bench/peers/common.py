@@ -14,7 +14,7 @@ CHECKPOINT = os.environ.get("PEER_CHECKPOINT", "artifacts/mnist")
 
 def load_model() -> tuple[torch.nn.Module, list[str]]:
     checkpoint = load_checkpoint(CHECKPOINT, "cpu")
-    return checkpoint.model, list(checkpoint.card["class_names"])
+    return checkpoint.model, list(checkpoint.card.class_names)
 
 
 def decode_png(data: bytes) -> np.ndarray:

@@ -18,7 +18,6 @@ from service.encoding import (
     reconstruction_json,
 )
 from service.errors import within_timeout
-from service.imaging import FRAMINGS
 from service.inputs import Batch, decode_batch, read_images
 from service.schemas import (
     ClassifyResponse,
@@ -97,7 +96,7 @@ async def infer(
 async def batch_from(request: Request, context: InferenceContext, resize: bool) -> Batch:
     limits = context.limits
     kind, content = await read_images(request, limits)
-    framing = FRAMINGS.get(str(context.served.card["dataset"]), FRAMINGS["mnist"]) if resize else None
+    framing = context.served.card.framing if resize else None
     size = len(content) if isinstance(content, bytes) else sum(len(data) for _, data in content)
     if framing is None and size <= INLINE_DECODE_BYTES:
         return decode_batch(kind, content, limits, framing)  # a few small images: cheaper than a thread hop

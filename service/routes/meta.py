@@ -6,7 +6,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.deps import RegistryDep, SettingsDep
 from service.observability import Metrics
-from service.registry import KNOWN_MODELS
 from service.schemas import HealthResponse, ModelInfo, ModelsResponse
 
 router = APIRouter(tags=["meta"])
@@ -16,30 +15,29 @@ router = APIRouter(tags=["meta"])
 async def list_models(registry: RegistryDep, settings: SettingsDep) -> ModelsResponse:
     """Every known model: loaded ones with their card's facts, failed ones with the reason."""
     infos = []
-    for name in sorted(set(KNOWN_MODELS) | set(registry.models)):
+    for name in registry.names:
         served = registry.models.get(name)
         if served is None:
             infos.append(ModelInfo(name=name, loaded=False, error=registry.failures.get(name, "not loaded")))
             continue
         card = served.card
-        metrics = card["metrics"]
         infos.append(
             ModelInfo(
                 name=name,
                 loaded=True,
-                dataset=card["dataset"],
+                dataset=card.dataset,
                 class_names=served.class_names,
-                architecture=card["config"],
-                pretraining=card.get("pretraining"),
-                recipe=card.get("recipe", {}).get("name"),
+                architecture=card.config.to_dict(),
+                pretraining=card.pretraining,
+                recipe=card.recipe_name,
                 metrics={
-                    k: metrics[k]
-                    for k in ("test_accuracy", "reconstruction_mse", "reconstruction_error_percentiles")
-                    if k in metrics
+                    "test_accuracy": card.metrics.test_accuracy,
+                    "reconstruction_mse": card.metrics.reconstruction_mse,
+                    "reconstruction_error_percentiles": card.metrics.reconstruction_error_percentiles,
                 },
                 in_distribution_threshold=served.error_threshold,
                 device=str(served.device),
-                weights_sha256=card["weights_sha256"],
+                weights_sha256=card.weights_sha256,
             )
         )
     return ModelsResponse(default_model=settings.default_model, models=infos)
@@ -53,7 +51,7 @@ async def list_models(registry: RegistryDep, settings: SettingsDep) -> ModelsRes
 async def metrics(request: Request, registry: RegistryDep) -> PlainTextResponse:
     """Requests by route, model and status, latency, batch sizes and queue waits, models loaded, process memory."""
     collected: Metrics = request.app.state.metrics
-    collected.set_models({name: str(m.device) for name, m in registry.models.items()}, KNOWN_MODELS)
+    collected.set_models({name: str(m.device) for name, m in registry.models.items()}, registry.names)
     return PlainTextResponse(generate_latest(collected.registry).decode(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -1,25 +1,32 @@
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from models import CheckpointError, SAEConfig, StackedAutoencoder, load_checkpoint, save_checkpoint
+from models import MNIST_FRAMING, CheckpointError, SAEConfig, StackedAutoencoder, load_checkpoint, save_checkpoint
+from models.card import FORMAT_VERSION, Framing, ModelCard
 from models.checkpoint import CARD_FILE, WEIGHTS_FILE
+from tests.conftest import make_card
 
 
 def saved(tmp_path: Path) -> tuple[StackedAutoencoder, Path]:
     torch.manual_seed(1)
     model = StackedAutoencoder(SAEConfig(hidden_dims=(64, 32), dropout=0.2)).eval()
-    return model, save_checkpoint(model, {"dataset": "mnist"}, tmp_path / "ckpt")
+    directory = tmp_path / "ckpt"
+    save_checkpoint(model, make_card("mnist", [str(d) for d in range(10)]), directory)
+    return model, directory
 
 
 def test_round_trip_rebuilds_the_same_model_from_the_card(tmp_path: Path) -> None:
     model, directory = saved(tmp_path)
     loaded = load_checkpoint(directory)
-    assert loaded.model.config == model.config
-    assert loaded.card["dataset"] == "mnist"
-    assert len(loaded.card["weights_sha256"]) == 64
+    assert loaded.model.config == model.config == loaded.card.config
+    assert loaded.card.dataset == "mnist" and loaded.card.framing == MNIST_FRAMING
+    assert len(loaded.card.weights_sha256) == 64
+    assert json.loads((directory / CARD_FILE).read_text())["format_version"] == FORMAT_VERSION
     x = torch.rand(3, 784)
     assert torch.equal(loaded.model.classify(x), model.classify(x))
     assert torch.equal(loaded.model.reconstruct(x), model.reconstruct(x))
@@ -60,3 +67,54 @@ def test_card_config_that_does_not_fit_the_weights_is_refused(tmp_path: Path) ->
     (directory / CARD_FILE).write_text(json.dumps(card))
     with pytest.raises(CheckpointError, match="weights do not fit the card's config"):
         load_checkpoint(directory)
+
+
+def edit_card(directory: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    card = json.loads((directory / CARD_FILE).read_text())
+    change(card)
+    (directory / CARD_FILE).write_text(json.dumps(card))
+
+
+def format_1(card: dict[str, Any]) -> None:
+    """The card as the first version of this project wrote it: no framing, provenance at the top level."""
+    card["format_version"] = 1
+    del card["framing"]
+    card.update(card.pop("provenance"))
+    card["seed"] = 0
+
+
+@pytest.mark.parametrize(
+    ("change", "phrase"),
+    [
+        (lambda c: c.update(format_version=3), "card format 3 was written by a newer sae-serve"),
+        (lambda c: c.pop("class_names"), "'class_names' is missing"),
+        (lambda c: c.update(class_names=["a", "b"]), "2 class names for a model of 10 classes"),
+        (lambda c: c["metrics"].update(test_accuracy="high"), "'test_accuracy' must be a finite number"),
+        (lambda c: c["metrics"]["reconstruction_error_percentiles"].pop("p99"), "'p99' is missing"),
+        (lambda c: c["framing"].update(centre_by_mass="yes"), "'centre_by_mass' must be true or false"),
+        (lambda c: c.update(config=[1, 2]), "'config': expected a JSON object"),
+        (lambda c: (format_1(c), c.update(dataset="letters")), "card format 1 of data set 'letters'"),
+    ],
+    ids=["newer", "no class names", "class count", "metric type", "no p99", "framing type", "config", "old unknown"],
+)
+def test_an_old_damaged_or_newer_card_is_refused_saying_what_is_wrong(
+    tmp_path: Path, change: Callable[[dict[str, Any]], None], phrase: str
+) -> None:
+    _, directory = saved(tmp_path)
+    edit_card(directory, change)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(directory)
+    assert phrase in str(caught.value) and str(directory / CARD_FILE) in str(caught.value)
+
+
+def test_a_format_1_card_of_a_known_data_set_loads_with_its_framing(tmp_path: Path) -> None:
+    _, directory = saved(tmp_path)
+    edit_card(directory, format_1)
+    card = load_checkpoint(directory).card
+    assert card.framing == MNIST_FRAMING and card.provenance["seed"] == 0 and card.recipe_name == "test"
+
+
+def test_the_card_round_trips_through_json() -> None:
+    card = make_card("letters", ["a", "b", "c"], Framing(box=24, centre_by_mass=False))
+    card = ModelCard.from_dict(json.loads(json.dumps({**card.to_dict(), "weights_sha256": "0" * 64})))
+    assert card.class_names == ("a", "b", "c") and card.framing == Framing(24, False) and card.config.num_classes == 3

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from models import FULL_FRAME, MNIST_FRAMING
 from service.errors import TooLarge, UndecodableInput, UnsupportedMediaType
-from service.imaging import FRAMINGS, decode_image, prepare_photo, to_grayscale
+from service.imaging import decode_image, prepare_photo, to_grayscale
 
 
 def encoded(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
@@ -54,7 +55,7 @@ def test_refusals() -> None:
 def test_a_dark_stroke_on_white_paper_becomes_an_mnist_sample() -> None:
     paper = np.full((300, 200), 230, np.uint8)
     paper[50:250, 120:140] = 20  # a tall '1', off-centre
-    out = prepare_photo(paper)
+    out = prepare_photo(paper, MNIST_FRAMING)
     assert out.shape == (28, 28)
     rows, _ = np.nonzero(out > 50)
     assert rows.max() - rows.min() + 1 <= 20 and rows.max() - rows.min() + 1 >= 18  # fitted into the 20-pixel box
@@ -67,7 +68,7 @@ def test_a_dark_stroke_on_white_paper_becomes_an_mnist_sample() -> None:
 def test_garments_fill_the_frame_and_a_blank_picture_stays_blank() -> None:
     photo = np.full((100, 100), 255, np.uint8)
     photo[10:90, 30:70] = 60
-    out = prepare_photo(photo, FRAMINGS["fashion-mnist"])
+    out = prepare_photo(photo, FULL_FRAME)
     rows = np.nonzero(out.max(1) > 50)[0]
     assert rows.max() - rows.min() + 1 == 28
-    assert prepare_photo(np.full((50, 50), 255, np.uint8)).max() == 0
+    assert prepare_photo(np.full((50, 50), 255, np.uint8), MNIST_FRAMING).max() == 0

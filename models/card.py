@@ -1,0 +1,189 @@
+"""The model card: everything training knows about a checkpoint that the service needs, typed and versioned.
+
+It is the one contract between training (which writes it) and the service (which reads it): what the
+classes are called, how the data set framed its subjects, how well the model did and how its
+reconstruction errors spread (for the in-distribution threshold), and the weights' sha256. What
+training records beyond that (seed, data md5s, per-stage losses, timings, machine) rides along in
+`provenance`, written and shown but never relied on.
+"""
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from models.errors import CheckpointError
+from models.sae import SAEConfig
+
+FORMAT_VERSION = 2
+PERCENTILES = ("p50", "p90", "p99", "p99.9")
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How the data set placed its subjects in the 28x28 frame, so a photo can be prepared the same way."""
+
+    box: int  # the side of the square the subject was fitted into
+    centre_by_mass: bool  # centred by its centre of mass (MNIST), else by its bounding box
+
+
+# The two data sets this project trains on; a format 1 card (which did not record framing) is one of them.
+MNIST_FRAMING = Framing(box=20, centre_by_mass=True)  # digits fitted into 20x20, centred by mass
+FULL_FRAME = Framing(box=28, centre_by_mass=False)  # Fashion-MNIST's garments fill the frame
+FORMAT_1_FRAMINGS = {"mnist": MNIST_FRAMING, "fashion-mnist": FULL_FRAME}
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Test-set figures; the reconstruction-error percentiles set the service's in-distribution threshold."""
+
+    test_accuracy: float
+    reconstruction_mse: float
+    reconstruction_error_percentiles: dict[str, float]
+    test_examples: int = 0
+    per_class_accuracy: dict[str, float] = field(default_factory=dict)
+    confusion_matrix: list[list[int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    dataset: str
+    class_names: tuple[str, ...]
+    framing: Framing
+    config: SAEConfig
+    metrics: Metrics
+    pretraining: str
+    recipe_name: str
+    weights_sha256: str
+    weights_file: str = "model.safetensors"
+    recipe: dict[str, Any] = field(default_factory=dict)  # the recipe's settings, as training ran them
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "dataset": self.dataset,
+            "class_names": list(self.class_names),
+            "framing": asdict(self.framing),
+            "config": self.config.to_dict(),
+            "metrics": asdict(self.metrics),
+            "pretraining": self.pretraining,
+            "recipe": {**self.recipe, "name": self.recipe_name},
+            "weights_file": self.weights_file,
+            "weights_sha256": self.weights_sha256,
+            "provenance": self.provenance,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: object, source: str = "card") -> "ModelCard":
+        """Validate a card read from JSON; a format 1 card of MNIST or Fashion-MNIST is upgraded on the way."""
+        card = _Reader(raw, source)
+        version = card.integer("format_version")
+        if version > FORMAT_VERSION:
+            raise CheckpointError(
+                f"{source}: card format {version} was written by a newer sae-serve (this one reads up to "
+                f"{FORMAT_VERSION}); upgrade sae-serve"
+            )
+        dataset = card.text("dataset")
+        if version < 2:
+            if dataset not in FORMAT_1_FRAMINGS:
+                raise CheckpointError(
+                    f"{source}: card format {version} of data set {dataset!r} does not say how the data set "
+                    "framed its images; retrain the model to write a current card"
+                )
+            framing = FORMAT_1_FRAMINGS[dataset]
+        else:
+            framing_reader = card.section("framing")
+            framing = Framing(framing_reader.integer("box"), framing_reader.boolean("centre_by_mass"))
+        class_names = tuple(card.texts("class_names"))
+        try:
+            config = SAEConfig.from_dict(card.section("config").raw)
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{source}: 'config' is not a model configuration: {e}") from e
+        if config.num_classes != len(class_names):
+            raise CheckpointError(
+                f"{source}: {len(class_names)} class names for a model of {config.num_classes} classes"
+            )
+        metrics_reader = card.section("metrics")
+        percentiles = metrics_reader.section("reconstruction_error_percentiles")
+        metrics = Metrics(
+            test_accuracy=metrics_reader.number("test_accuracy"),
+            reconstruction_mse=metrics_reader.number("reconstruction_mse"),
+            reconstruction_error_percentiles={p: percentiles.number(p) for p in PERCENTILES},
+            test_examples=int(metrics_reader.raw.get("test_examples") or 0),
+            per_class_accuracy=dict(metrics_reader.raw.get("per_class_accuracy") or {}),
+            confusion_matrix=list(metrics_reader.raw.get("confusion_matrix") or []),
+        )
+        recipe = dict(card.section("recipe").raw)
+        known = {"format_version", "dataset", "class_names", "framing", "config", "metrics", "pretraining"}
+        known |= {"recipe", "weights_file", "weights_sha256", "provenance"}
+        # format 1 kept provenance at the top level
+        provenance = dict(card.raw.get("provenance") or {k: v for k, v in card.raw.items() if k not in known})
+        return cls(
+            dataset=dataset,
+            class_names=class_names,
+            framing=framing,
+            config=config,
+            metrics=metrics,
+            pretraining=card.text("pretraining"),
+            recipe_name=str(recipe.pop("name", "unknown")),
+            weights_sha256=card.text("weights_sha256"),
+            weights_file=str(card.raw.get("weights_file", "model.safetensors")),
+            recipe=recipe,
+            provenance=provenance,
+        )
+
+    @property
+    def error_threshold(self) -> float:
+        """Reconstruction error at or under which an image counts as in-distribution (the test set's p99)."""
+        return self.metrics.reconstruction_error_percentiles["p99"]
+
+
+class _Reader:
+    """Typed reads from a JSON object, each failure a CheckpointError naming the field."""
+
+    def __init__(self, raw: object, where: str) -> None:
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{where}: expected a JSON object, found {type(raw).__name__}")
+        self.raw: dict[str, Any] = raw
+        self.where = where
+
+    def _get(self, key: str) -> Any:
+        if key not in self.raw:
+            raise CheckpointError(f"{self.where}: '{key}' is missing")
+        return self.raw[key]
+
+    def _wrong(self, key: str, wanted: str) -> CheckpointError:
+        return CheckpointError(f"{self.where}: '{key}' must be {wanted}, found {self.raw[key]!r}"[:300])
+
+    def section(self, key: str) -> "_Reader":
+        return _Reader(self._get(key), f"{self.where}: '{key}'")
+
+    def text(self, key: str) -> str:
+        value = self._get(key)
+        if not isinstance(value, str) or not value:
+            raise self._wrong(key, "a non-empty string")
+        return value
+
+    def texts(self, key: str) -> list[str]:
+        value = self._get(key)
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+            raise self._wrong(key, "a list of non-empty strings")
+        return value
+
+    def integer(self, key: str) -> int:
+        value = self._get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise self._wrong(key, "a positive whole number")
+        return value
+
+    def boolean(self, key: str) -> bool:
+        value = self._get(key)
+        if not isinstance(value, bool):
+            raise self._wrong(key, "true or false")
+        return value
+
+    def number(self, key: str) -> float:
+        value = self._get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise self._wrong(key, "a finite number >= 0")
+        return float(value)
