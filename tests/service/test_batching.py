@@ -1,13 +1,14 @@
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from models import to_model_input
+from models import load_checkpoint, to_model_input
 from service.microbatching import MicroBatcher
 from tests.service.conftest import digit_like, png_bytes
 
@@ -39,7 +40,8 @@ def test_concurrent_requests_share_forwards_and_get_their_own_rows() -> None:
             batcher = MicroBatcher(forward, executor, max_batch_images=8, max_wait_s=0.05)
             results = await asyncio.gather(*(batcher.submit(images(1 + i % 3, i)) for i in range(20)))
             await asyncio.sleep(0)
-            assert batcher._worker is None or batcher._worker.done()  # no idle worker is left behind
+            idle = [task for task in asyncio.all_tasks() if task is not asyncio.current_task() and not task.done()]
+            assert idle == []  # no idle worker is left behind
             await batcher.close()
             return results
 
@@ -83,13 +85,24 @@ def test_a_failing_forward_fails_its_batch_and_the_next_one_runs() -> None:
     assert asyncio.run(scenario()).max() == 9
 
 
-def test_concurrent_http_requests_through_the_batcher_match_the_unbatched_model(client: TestClient) -> None:
-    sizes: list[int] = []
-    client.app.state.batchers.observe = lambda model, op: lambda size, waited: sizes.append(size)  # type: ignore[attr-defined]
+def batch_histogram(client: TestClient) -> tuple[float, float]:
+    """Forward passes and images through them for mnist's /classify, from the service's own /metrics."""
+    lines = client.get("/metrics").text.splitlines()
+
+    def value(name: str) -> float:
+        wanted = f'{name}{{model="mnist",operation="classify"}}'
+        return next(float(line.split()[-1]) for line in lines if line.startswith(wanted))
+
+    return value("sae_batch_images_count"), value("sae_batch_images_sum")
+
+
+def test_concurrent_http_requests_through_the_batcher_match_the_unbatched_model(
+    client: TestClient, tiny_artifacts: Path
+) -> None:
     pictures = [digit_like(100 + i) for i in range(48)]
-    served = client.app.state.store.registry.models["mnist"]  # type: ignore[attr-defined]
+    model = load_checkpoint(tiny_artifacts / "mnist").model
     with torch.inference_mode():
-        expected = served.model.classify(to_model_input(torch.from_numpy(np.stack(pictures)))).exp().numpy()
+        expected = model.classify(to_model_input(torch.from_numpy(np.stack(pictures)))).exp().numpy()
 
     def post(i: int) -> tuple[int, list[float]]:
         response = client.post("/classify?top_k=1", files=[("file", (f"{i}.png", png_bytes(pictures[i]), "image/png"))])
@@ -100,5 +113,6 @@ def test_concurrent_http_requests_through_the_batcher_match_the_unbatched_model(
         answers = list(pool.map(post, range(len(pictures))))
     for i, probabilities in answers:
         assert np.allclose(probabilities, expected[i], atol=1e-6), i
-    assert sum(sizes) == len(pictures)
-    assert max(sizes) > 1  # requests really were batched
+    forwards, batched_images = batch_histogram(client)
+    assert batched_images == len(pictures)
+    assert forwards < len(pictures)  # requests really were batched

@@ -1,4 +1,5 @@
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from models import to_model_input
+from models import load_checkpoint, to_model_input
 from tests.service.conftest import digit_like, png_bytes
 
 
@@ -14,13 +15,14 @@ def files(*images: np.ndarray) -> list[tuple[str, tuple[str, bytes, str]]]:
     return [("file", (f"img{i}.png", png_bytes(p), "image/png")) for i, p in enumerate(images)]
 
 
-def expected_probabilities(client: TestClient, model: str, pixels: np.ndarray) -> np.ndarray:
-    served = client.app.state.store.registry.models[model]  # type: ignore[attr-defined]
+def expected_probabilities(checkpoint: Path, pixels: np.ndarray) -> np.ndarray:
+    """What the model in the checkpoint answers by itself, with no service in between."""
+    model = load_checkpoint(checkpoint).model
     with torch.inference_mode():
-        return served.model.classify(to_model_input(torch.from_numpy(pixels[None]))).exp()[0].numpy()
+        return model.classify(to_model_input(torch.from_numpy(pixels[None]))).exp()[0].numpy()
 
 
-def test_classify_one_png(client: TestClient) -> None:
+def test_classify_one_png(client: TestClient, tiny_artifacts: Path) -> None:
     pixels = digit_like(0)
     response = client.post("/classify", files=files(pixels))
     assert response.status_code == 200, response.text
@@ -29,7 +31,9 @@ def test_classify_one_png(client: TestClient) -> None:
     (prediction,) = body["predictions"]
     probabilities = prediction["probabilities"]
     assert list(probabilities) == [str(d) for d in range(10)]
-    assert np.allclose(list(probabilities.values()), expected_probabilities(client, "mnist", pixels), atol=1e-6)
+    assert np.allclose(
+        list(probabilities.values()), expected_probabilities(tiny_artifacts / "mnist", pixels), atol=1e-6
+    )
     assert prediction["label"] == int(np.argmax(list(probabilities.values())))
     assert prediction["class_name"] == str(prediction["label"])
     assert [t["probability"] for t in prediction["top_k"]] == sorted(probabilities.values(), reverse=True)[:3]
