@@ -1,35 +1,110 @@
-"""`sae-serve`: run the service under uvicorn with the settings from the environment."""
+"""`sae-serve`: run the service under uvicorn with the settings from the environment, in one or several processes.
+
+With SAE_WORKERS above 1, a supervisor process holds the listening socket and runs that many worker
+processes, each a whole service with its own models: it replaces a worker that dies, forwards SIGHUP
+to every worker (each reloads its models), and on SIGTERM lets every worker finish its requests.
+Prometheus metrics are then kept in files that /metrics sums over the workers.
+"""
 
 import logging
+import os
+import shutil
 import signal
+import tempfile
 
+import torch
 import uvicorn
+from fastapi import FastAPI
+from uvicorn.supervisors import Multiprocess
 
+from models import resolve_device
 from service.app import create_app
 from service.observability import JsonFormatter
-from service.settings import get_settings
+from service.settings import SUPERVISOR_ENV, Settings, get_settings
+
+# Set by the supervisor for its workers: how many there are, and where their metrics go.
+WORKERS_ENV = "SAE_WORKERS"
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def main() -> None:
-    settings = get_settings()
-    # uvicorn finishes in-flight requests on SIGTERM, then re-raises the signal to the previous
-    # handler; a graceful shutdown is a clean exit, so that handler does nothing and we exit 0.
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def worker_count(settings: Settings) -> int:
+    """SAE_WORKERS, or by default one worker per core on the CPU and one on CUDA (which batches instead)."""
+    if settings.workers:
+        return settings.workers
+    return 1 if resolve_device(settings.device).type == "cuda" else usable_cores()
+
+
+def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler()
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=settings.graceful_shutdown_s,
-        log_config=None,  # uvicorn's loggers go through the handler above
-        access_log=False,  # the service writes its own access line for each request
-    )
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+
+
+def serve_forever_quietly_on_sigterm() -> None:
+    # uvicorn finishes in-flight requests on SIGTERM, then re-raises the signal to the previous
+    # handler; a graceful shutdown is a clean exit, so that handler does nothing and we exit 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process (uvicorn's factory): its share of the cores, its logging, its models."""
+    settings = get_settings()  # uvicorn's own SIGTERM handler is in place by now: leave it be
+    configure_logging(settings)
+    torch.set_num_threads(max(1, usable_cores() // max(1, settings.workers)))
+    return create_app(settings)
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, but SIGHUP reloads every worker's models in place instead of restarting it,
+    and SIGTERM closes the supervisor's copy of the listening socket, so that once the draining workers have
+    closed theirs new connections are refused (a load balancer then tries another replica at once) rather
+    than left waiting in the backlog."""
+
+    def handle_term(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        super().handle_term()
+
+    def handle_hup(self) -> None:
+        logging.getLogger("sae_serve").info("SIGHUP: every worker reloads its models")
+        for process in self.processes:
+            if process.pid is not None:
+                os.kill(process.pid, signal.SIGHUP)
+
+
+def uvicorn_options(settings: Settings) -> dict[str, object]:
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "timeout_graceful_shutdown": settings.graceful_shutdown_s,
+        "log_config": None,  # uvicorn's loggers go through the service's handler
+        "access_log": False,  # the service writes its own access line for each request
+    }
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings)
+    workers = worker_count(settings)
+    if workers == 1:
+        serve_forever_quietly_on_sigterm()
+        uvicorn.run(create_app(settings), **uvicorn_options(settings))  # type: ignore[arg-type]
+        return
+    metrics_dir = tempfile.mkdtemp(prefix="sae-metrics-")
+    os.environ.update({WORKERS_ENV: str(workers), SUPERVISOR_ENV: str(os.getpid()), METRICS_DIR_ENV: metrics_dir})
+    config = uvicorn.Config("service.main:worker_app", factory=True, workers=workers, **uvicorn_options(settings))  # type: ignore[arg-type]
+    try:
+        Supervisor(config, sockets=[config.bind_socket()]).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

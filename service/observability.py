@@ -2,12 +2,13 @@
 
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.microbatching import forward_images
@@ -20,11 +21,17 @@ WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
 class Metrics:
-    """One registry per app, so that several apps in one process (tests) do not share counters."""
+    """One registry per app, so that several apps in one process (tests) do not share counters.
+
+    Under several worker processes (PROMETHEUS_MULTIPROC_DIR set by `sae-serve`), each worker writes its
+    values to files in that folder and /metrics sums them over all workers, those that died included.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, cpu seconds, open fds
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if self.multiprocess_dir is None:  # one process's memory would misreport several workers
+            ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, cpu seconds, open fds
         self.requests = Counter(
             "sae_requests", "HTTP requests answered", ["route", "model", "status"], registry=self.registry
         )
@@ -46,7 +53,11 @@ class Metrics:
             registry=self.registry,
         )
         self.model_loaded = Gauge(
-            "sae_model_loaded", "1 if the model serves", ["model", "device"], registry=self.registry
+            "sae_model_loaded",
+            "1 if the model serves",
+            ["model", "device"],
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
 
     def batch_observer(self, model: str, operation: str) -> Callable[[int, float], None]:
@@ -59,8 +70,17 @@ class Metrics:
 
         return observe
 
+    def exported(self) -> CollectorRegistry:
+        """The registry /metrics renders: this process's, or the sum over every worker's files."""
+        if self.multiprocess_dir is None:
+            return self.registry
+        summed = CollectorRegistry()
+        multiprocess.MultiProcessCollector(summed, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return summed
+
     def set_models(self, loaded: dict[str, str], known: list[str]) -> None:
-        self.model_loaded.clear()
+        if self.multiprocess_dir is None:  # files keep every label a worker ever set
+            self.model_loaded.clear()
         for name in known:
             self.model_loaded.labels(name, loaded.get(name, "none")).set(1 if name in loaded else 0)
 
@@ -76,6 +96,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # the worker process, where several serve
         }
         entry.update({k: getattr(record, k) for k in self.FIELDS if hasattr(record, k)})
         if record.exc_info:

@@ -81,6 +81,9 @@ class ReloadResponse(BaseModel):
     swapped: bool = Field(description="whether the new set replaced the old (only if at least one model loaded)")
     loaded: list[str]
     failed: dict[str, str]
+    workers: int = Field(
+        description="worker processes asked to reload: the one that answered (whose result this is) and the others"
+    )
 
 
 class ErrorResponse(BaseModel):

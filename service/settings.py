@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# Set by `sae-serve` for its workers when it runs several: the supervisor's process id.
+SUPERVISOR_ENV = "SAE_SUPERVISOR_PID"
 # A comma-separated environment variable read as a list (NoDecode: not as JSON, pydantic-settings' default).
 CommaList = Annotated[list[str], NoDecode]
 
@@ -39,6 +41,9 @@ class Settings(BaseSettings):
     reload_on_sighup: bool = Field(True, description="reload the models from the artifacts folder on SIGHUP")
     graceful_shutdown_s: int = Field(20, gt=0, description="on SIGTERM, how long in-flight requests may finish")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
+    workers: int = Field(
+        0, ge=0, description="worker processes sharing the port; 0: one per CPU core on the CPU, one on CUDA"
+    )
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod

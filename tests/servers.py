@@ -29,6 +29,7 @@ def start_server(artifacts: Path, **env: str) -> tuple[subprocess.Popen[bytes], 
         "SAE_PORT": str(port),
         "SAE_ARTIFACTS_DIR": str(artifacts),
         "SAE_DEVICE": "cpu",
+        "SAE_WORKERS": "1",
         **env,
     }
     script = Path(sys.executable).parent / "sae-serve"

@@ -1,10 +1,13 @@
-"""/admin/reload: reload every model from the artifacts folder and swap them in at once."""
+"""/admin/reload: reload every model from the artifacts folder and swap them in at once, in every worker."""
+
+import os
+import signal
 
 from fastapi import APIRouter, Request
 
 from service.errors import Forbidden
 from service.schemas import ErrorResponse, ReloadResponse
-from service.settings import Settings
+from service.settings import SUPERVISOR_ENV, Settings
 
 router = APIRouter(tags=["admin"])
 
@@ -16,4 +19,8 @@ async def reload(request: Request) -> ReloadResponse:
     if not settings.api_keys:
         raise Forbidden("reloading is an admin action: set SAE_API_KEYS to enable /admin/reload (or send SIGHUP)")
     fresh, swapped = await request.app.state.store.reload()
-    return ReloadResponse(swapped=swapped, loaded=sorted(fresh.models), failed=fresh.failures)
+    workers = max(1, settings.workers)
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if supervisor is not None and workers > 1:
+        os.kill(int(supervisor), signal.SIGHUP)  # the supervisor asks every worker, this one included, to reload
+    return ReloadResponse(swapped=swapped, loaded=sorted(fresh.models), failed=fresh.failures, workers=workers)

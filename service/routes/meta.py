@@ -52,7 +52,7 @@ async def metrics(request: Request, registry: RegistryDep) -> PlainTextResponse:
     """Requests by route, model and status, latency, batch sizes and queue waits, models loaded, process memory."""
     collected: Metrics = request.app.state.metrics
     collected.set_models({name: str(m.device) for name, m in registry.models.items()}, registry.names)
-    return PlainTextResponse(generate_latest(collected.registry).decode(), media_type=CONTENT_TYPE_LATEST)
+    return PlainTextResponse(generate_latest(collected.exported()).decode(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/health/live", response_model=HealthResponse)

@@ -1,0 +1,190 @@
+"""Several worker processes behind one port (SAE_WORKERS=2), on a real `sae-serve` (slow)."""
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from models import SAEConfig, StackedAutoencoder, save_checkpoint
+from tests.conftest import make_card
+from tests.servers import start_server
+
+pytestmark = pytest.mark.slow
+PIXELS = np.zeros((1, 28, 28), np.uint8).tobytes()
+RAW = {"Content-Type": "application/octet-stream"}
+
+
+def workers_of(supervisor: int) -> list[int]:
+    """The supervisor's worker processes (multiprocessing's resource tracker is not one)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == supervisor and fields[0] != "Z" and b"spawn_main" in cmdline:
+            children.append(int(stat.parent.name))
+    return sorted(children)
+
+
+class Logs:
+    """Reads the server's log lines as they come, so that a full pipe never blocks its workers."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stderr is not None
+        self.stream = process.stderr
+        self.lines: list[dict[str, Any]] = []
+        self.reader = threading.Thread(target=self.read)
+        self.reader.start()
+
+    def read(self) -> None:
+        for raw in self.stream:
+            if raw.startswith(b"{"):
+                self.lines.append(json.loads(raw))
+
+    def wait_for_started_workers(self, count: int) -> None:
+        deadline = time.monotonic() + 60
+        while len({x["pid"] for x in list(self.lines) if x["message"] == "Application startup complete."}) < count:
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.1)
+
+    def after_stop(self) -> list[dict[str, Any]]:
+        self.reader.join(timeout=30)
+        return self.lines
+
+
+def stop(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=40)
+
+
+def classify_many(url: str, count: int, clients: int = 8) -> list[int]:
+    statuses: list[int] = []
+
+    def client(share: int) -> None:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            for _ in range(share):
+                statuses.append(http.post("/classify", content=PIXELS, headers=RAW).status_code)
+
+    threads = [threading.Thread(target=client, args=(count // clients,)) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
+def classify_count(url: str) -> float:
+    lines = httpx.get(f"{url}/metrics", timeout=10).text.splitlines()
+    return sum(float(x.split()[-1]) for x in lines if x.startswith("sae_requests_total{") and '"/classify"' in x)
+
+
+def test_metrics_count_every_workers_requests_and_logs_name_the_worker(tiny_artifacts: Path) -> None:
+    process, url = start_server(tiny_artifacts, SAE_WORKERS="2")
+    logs = Logs(process)
+    logs.wait_for_started_workers(2)
+    try:
+        assert len(workers_of(process.pid)) == 2
+        assert classify_many(url, 80) == [200] * 80
+        assert [classify_count(url) for _ in range(6)] == [80.0] * 6  # whichever worker answers /metrics
+    finally:
+        assert stop(process) == 0
+    served_by = {line["pid"] for line in logs.after_stop() if line.get("route") == "/classify"}
+    assert len(served_by) == 2 and process.pid not in served_by
+
+
+def test_sighup_and_admin_reload_reach_every_worker(tiny_artifacts: Path) -> None:
+    process, url = start_server(tiny_artifacts, SAE_WORKERS="2", SAE_API_KEYS="admin")
+    logs = Logs(process)
+    logs.wait_for_started_workers(2)
+    key = {"X-API-Key": "admin"}
+
+    def served_sha() -> set[str]:
+        shas = set()
+        for _ in range(12):  # a new connection each time, so both workers answer
+            models = httpx.get(f"{url}/models", headers=key, timeout=10).json()["models"]
+            shas.add(next(m["weights_sha256"] for m in models if m["name"] == "mnist"))
+        return shas
+
+    def replace_mnist(seed: int) -> str:
+        torch.manual_seed(seed)
+        card = save_checkpoint(
+            StackedAutoencoder(SAEConfig()), make_card("mnist", [str(d) for d in range(10)]), tiny_artifacts / "mnist"
+        )
+        return card.weights_sha256
+
+    def every_worker_serves(sha: str) -> None:
+        deadline = time.monotonic() + 30
+        while served_sha() != {sha}:
+            assert time.monotonic() < deadline, "not every worker reloaded"
+            time.sleep(0.2)
+
+    try:
+        first = served_sha()
+        new = replace_mnist(99)
+        assert new not in first
+        os.kill(process.pid, signal.SIGHUP)
+        every_worker_serves(new)
+        newer = replace_mnist(100)
+        answer = httpx.post(f"{url}/admin/reload", headers=key, timeout=30).json()
+        assert answer["swapped"] and answer["workers"] == 2
+        every_worker_serves(newer)
+    finally:
+        assert stop(process) == 0
+    reloaded = {line["pid"] for line in logs.after_stop() if str(line["message"]).startswith("models reloaded")}
+    assert len(reloaded) == 2
+
+
+def test_a_dead_worker_is_replaced_and_only_its_own_requests_are_lost(tiny_artifacts: Path) -> None:
+    process, url = start_server(tiny_artifacts, SAE_WORKERS="2")
+    logs = Logs(process)
+    logs.wait_for_started_workers(2)
+    failures: list[str] = []
+    sent = [0]
+    running = threading.Event()
+    running.set()
+
+    def client() -> None:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            while running.is_set():
+                try:
+                    status = http.post("/classify", content=PIXELS, headers=RAW).status_code
+                    if status != 200:
+                        failures.append(str(status))
+                except httpx.HTTPError as e:
+                    failures.append(repr(e))
+                sent[0] += 1
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    try:
+        victim, survivor = workers_of(process.pid)
+        for thread in clients:
+            thread.start()
+        time.sleep(1)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while len(set(workers_of(process.pid)) - {survivor}) < 1:
+            assert time.monotonic() < deadline, "the dead worker was not replaced"
+            time.sleep(0.2)
+        replacement = (set(workers_of(process.pid)) - {survivor}).pop()
+        logs.wait_for_started_workers(3)  # the first two and the replacement
+        running.clear()
+        for thread in clients:
+            thread.join(timeout=30)
+        assert classify_many(url, 80) == [200] * 80  # new connections, some to the replacement
+    finally:
+        running.clear()
+        assert stop(process) == 0
+    assert len(failures) <= 4, failures  # at most the requests its 4 clients had in flight on it
+    assert sent[0] > 100
+    assert any(line.get("pid") == replacement and line.get("route") == "/classify" for line in logs.after_stop())
