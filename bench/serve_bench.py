@@ -156,10 +156,12 @@ class Server:
             os.killpg(self.process.pid, signal.SIGKILL)
 
 
-def start(name: str, artifacts: Path) -> Server:
+def start(name: str, artifacts: Path, **env_extra: str) -> Server:
+    """One server on a free port; sae-serve runs one worker process unless SAE_WORKERS is given, as the peers do."""
+    env_extra = {"SAE_WORKERS": "1", **env_extra}
     port = free_port()
     if name == "sae-serve":
-        env = {"SAE_PORT": str(port), "SAE_ARTIFACTS_DIR": str(artifacts), "SAE_LOG_LEVEL": "warning"}
+        env = {"SAE_PORT": str(port), "SAE_ARTIFACTS_DIR": str(artifacts), "SAE_LOG_LEVEL": "warning", **env_extra}
         return Server(name, [str(Path(PYTHON).parent / "sae-serve")], port, env)
     module = {"LitServe": "bench.peers.litserve_peer", "FastAPI": "bench.peers.fastapi_peer"}[name]
     return Server(name, [PYTHON, "-m", module, str(port)], port, {"PEER_CHECKPOINT": str(artifacts / "mnist")})

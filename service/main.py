@@ -10,17 +10,22 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
+from typing import TYPE_CHECKING
 
-import torch
 import uvicorn
-from fastapi import FastAPI
 from uvicorn.supervisors import Multiprocess
 
-from models import resolve_device
-from service.app import create_app
-from service.observability import JsonFormatter
+from service.logs import configure_logging
 from service.settings import SUPERVISOR_ENV, Settings, get_settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+# The supervisor of several workers imports neither torch nor the app: it would hold their memory for nothing.
+CUDA_PROBE = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
 
 # Set by the supervisor for its workers: how many there are, and where their metrics go.
 WORKERS_ENV = "SAE_WORKERS"
@@ -35,16 +40,10 @@ def worker_count(settings: Settings) -> int:
     """SAE_WORKERS, or by default one worker per core on the CPU and one on CUDA (which batches instead)."""
     if settings.workers:
         return settings.workers
-    return 1 if resolve_device(settings.device).type == "cuda" else usable_cores()
-
-
-def configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler()
-    if settings.log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"))
-    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+    if settings.device == "cpu":
+        return usable_cores()
+    on_cuda = settings.device == "cuda" or subprocess.run([sys.executable, "-c", CUDA_PROBE]).returncode == 0
+    return 1 if on_cuda else usable_cores()
 
 
 def serve_forever_quietly_on_sigterm() -> None:
@@ -53,8 +52,12 @@ def serve_forever_quietly_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
 
 
-def worker_app() -> FastAPI:
+def worker_app() -> "FastAPI":
     """The app of one worker process (uvicorn's factory): its share of the cores, its logging, its models."""
+    import torch
+
+    from service.app import create_app
+
     settings = get_settings()  # uvicorn's own SIGTERM handler is in place by now: leave it be
     configure_logging(settings)
     torch.set_num_threads(max(1, usable_cores() // max(1, settings.workers)))
@@ -95,6 +98,8 @@ def main() -> None:
     configure_logging(settings)
     workers = worker_count(settings)
     if workers == 1:
+        from service.app import create_app
+
         serve_forever_quietly_on_sigterm()
         uvicorn.run(create_app(settings), **uvicorn_options(settings))  # type: ignore[arg-type]
         return

@@ -1,12 +1,10 @@
 """Prometheus metrics, JSON log lines, and the middleware that gives each request an id, a metric and a log line."""
 
-import json
 import logging
 import os
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -83,25 +81,6 @@ class Metrics:
             self.model_loaded.clear()
         for name in known:
             self.model_loaded.labels(name, loaded.get(name, "none")).set(1 if name in loaded else 0)
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object a line: time, level, logger, message, and the request's fields when it has them."""
-
-    FIELDS = ("request_id", "method", "route", "model", "status", "duration_ms", "batch_images")
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-            "pid": record.process,  # the worker process, where several serve
-        }
-        entry.update({k: getattr(record, k) for k in self.FIELDS if hasattr(record, k)})
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
 
 
 class AccessMiddleware:

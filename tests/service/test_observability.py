@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.observability import JsonFormatter
+from service.logs import JsonFormatter
 from tests.service.conftest import digit_like, make_settings, png_bytes
 
 FILES = [("file", ("a.png", png_bytes(digit_like(0)), "image/png"))]

@@ -1,0 +1,77 @@
+"""sae-serve with one worker process against several: requests per second and memory, in one run.
+
+    .venv/bin/python bench/workers_bench.py [--workers 1 2] [--seconds 10]
+
+wrk posts one real 28x28 MNIST PNG as multipart field `file` to /classify at 1 and 64 connections.
+Memory is summed over the server's processes as PSS (shared pages split between the processes that
+map them) and USS (pages no other process shares); RSS, which counts shared library pages once per
+process, is shown beside them.
+"""
+
+import argparse
+import os
+import platform
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bench.serve_bench import ROOT, Server, lua_script, multipart, png_bytes, start, wrk
+from training.data import load_dataset
+
+
+def memory_mb(server: Server) -> dict[str, float]:
+    """PSS, USS and RSS in MB, summed over the server's session (the supervisor, workers and helpers)."""
+    totals = {"pss": 0.0, "uss": 0.0, "rss": 0.0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) != server.process.pid:  # field 6: session id
+                continue
+            rollup = (stat.parent / "smaps_rollup").read_text()
+        except (OSError, ValueError, IndexError):
+            continue
+        fields = {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+) kB", rollup, re.M)}
+        totals["pss"] += fields.get("Pss", 0) / 1024
+        totals["uss"] += (fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)) / 1024
+        totals["rss"] += fields.get("Rss", 0) / 1024
+    return totals
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="SAE_WORKERS values (default: 1 2)")
+    parser.add_argument("--seconds", type=int, default=10, help="seconds of load per cell (default: 10)")
+    args = parser.parse_args()
+    artifacts = ROOT / "artifacts"
+    digit = load_dataset("mnist").test_images[0].numpy().astype(np.uint8)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        body = multipart([png_bytes(digit)])
+        script = lua_script(Path(tmp), "one", body, "multipart/form-data; boundary=saebenchboundary")
+        for workers in args.workers:
+            server = start("sae-serve", artifacts, SAE_WORKERS=str(workers))
+            try:
+                at_start = memory_mb(server)
+                wrk(f"{server.url}/classify", script, 64, 2)  # warm-up, both workers loaded
+                one = wrk(f"{server.url}/classify", script, 1, args.seconds)
+                many = wrk(f"{server.url}/classify", script, 64, args.seconds)
+                loaded = memory_mb(server)
+            finally:
+                server.stop()
+            rows.append(
+                f"| {workers} | {one.p50_ms:.2f} | {many.requests_per_s:,.0f} | {many.p99_ms:.1f} | "
+                f"{many.errors} | {at_start['pss']:.0f} | {loaded['pss']:.0f} | {loaded['uss']:.0f} | "
+                f"{loaded['rss']:.0f} |"
+            )
+    print(f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} cores")
+    print(
+        "| workers | p50 ms, 1 connection | req/s, 64 connections | p99 ms | errors | PSS MB at start | "
+        "PSS MB after load | USS MB | RSS MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
