@@ -12,7 +12,6 @@ grow by themselves. Each request gets back exactly its own rows.
 
 import asyncio
 import contextlib
-import contextvars
 import dataclasses
 import time
 from collections.abc import Callable
@@ -27,10 +26,9 @@ from numpy.typing import NDArray
 from service import predict
 from service.registry import ServedModel
 from service.settings import Settings
+from service.timing import ForwardTiming, forward_timing
 
 Result = TypeVar("Result")
-# Images in the forward pass that answered the current request (for its log line).
-forward_images: contextvars.ContextVar[int | None] = contextvars.ContextVar("forward_images", default=None)
 
 
 def take_rows(result: Any, start: int, stop: int) -> Any:
@@ -47,7 +45,7 @@ class _Pending:
     pixels: NDArray[np.uint8]
     future: asyncio.Future[Any]
     arrived: float = field(default_factory=time.monotonic)
-    batch_images: int = 0
+    timing: ForwardTiming | None = None
 
 
 class MicroBatcher(Generic[Result]):
@@ -57,7 +55,7 @@ class MicroBatcher(Generic[Result]):
         executor: Executor,
         max_batch_images: int,
         max_wait_s: float,
-        on_batch: Callable[[int, float], None] | None = None,
+        on_batch: Callable[[int, float, float], None] | None = None,
     ) -> None:
         self.forward = forward
         self.executor = executor
@@ -74,15 +72,16 @@ class MicroBatcher(Generic[Result]):
         loop = asyncio.get_running_loop()
         if self._in_flight == 0 and self._queue.empty() and self._held is None:
             # Nothing running, nothing waiting: go straight to the forward thread, skipping the queue.
-            forward_images.set(len(pixels))
-            return await self._forward(loop, pixels, 0.0)
+            result, seconds = await self._forward(loop, pixels, 0.0)
+            forward_timing.set(ForwardTiming(len(pixels), 0.0, seconds))
+            return result
         future: asyncio.Future[Result] = loop.create_future()
         pending = _Pending(pixels, future)
         self._queue.put_nowait(pending)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run())
         result = await future
-        forward_images.set(pending.batch_images)
+        forward_timing.set(pending.timing)
         return result
 
     async def close(self) -> None:
@@ -131,23 +130,29 @@ class MicroBatcher(Generic[Result]):
                 size += len(item.pixels)
             await self._dispatch(loop, batch)
 
-    async def _forward(self, loop: asyncio.AbstractEventLoop, pixels: NDArray[np.uint8], waited: float) -> Result:
+    async def _forward(
+        self, loop: asyncio.AbstractEventLoop, pixels: NDArray[np.uint8], waited: float
+    ) -> tuple[Result, float]:
+        """The forward's result and the seconds it took, queue excluded."""
         self._in_flight += 1
+        started = time.perf_counter()
         try:
             result = await loop.run_in_executor(self.executor, self.forward, pixels)
         finally:
             self._in_flight -= 1
+        seconds = time.perf_counter() - started
         if self.on_batch is not None:
-            self.on_batch(len(pixels), waited)
-        return result
+            self.on_batch(len(pixels), waited, seconds)
+        return result, seconds
 
     async def _dispatch(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         live = [p for p in batch if not p.future.done()]  # a client that went away needs no answer
         if not live:
             return
         pixels = live[0].pixels if len(live) == 1 else np.concatenate([p.pixels for p in live])
+        starting = time.monotonic()
         try:
-            result = await self._forward(loop, pixels, time.monotonic() - live[0].arrived)
+            result, seconds = await self._forward(loop, pixels, starting - live[0].arrived)
         except Exception as e:  # every waiting request learns of the failure; the worker carries on
             for p in live:
                 if not p.future.done():
@@ -155,7 +160,7 @@ class MicroBatcher(Generic[Result]):
             return
         start = 0
         for p in live:
-            p.batch_images = len(pixels)
+            p.timing = ForwardTiming(len(pixels), starting - p.arrived, seconds)
             stop = start + len(p.pixels)
             if not p.future.done():
                 p.future.set_result(take_rows(result, start, stop) if len(live) > 1 else result)
@@ -166,7 +171,7 @@ class ModelBatchers:
     """One micro-batcher per model and operation, all feeding one forward thread."""
 
     def __init__(
-        self, settings: Settings, observe: Callable[[str, str], Callable[[int, float], None]] | None = None
+        self, settings: Settings, observe: Callable[[str, str], Callable[[int, float, float], None]] | None = None
     ) -> None:
         self.settings = settings
         self.observe = observe  # (model, operation) -> callback(images, seconds waited) for each forward

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.microbatching import forward_images
+from service.timing import decode_seconds, forward_timing, server_timing
 
 REQUEST_ID_HEADER = "x-request-id"
 access_log = logging.getLogger("sae_serve.access")
@@ -50,6 +50,13 @@ class Metrics:
             buckets=WAIT_BUCKETS,
             registry=self.registry,
         )
+        self.compute = Histogram(
+            "sae_batch_compute_seconds",
+            "time of a forward pass, queue excluded",
+            ["model", "operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.model_loaded = Gauge(
             "sae_model_loaded",
             "1 if the model serves",
@@ -58,13 +65,15 @@ class Metrics:
             multiprocess_mode="mostrecent",
         )
 
-    def batch_observer(self, model: str, operation: str) -> Callable[[int, float], None]:
+    def batch_observer(self, model: str, operation: str) -> Callable[[int, float, float], None]:
         size = self.batch_images.labels(model, operation)
         wait = self.queue_wait.labels(model, operation)
+        compute = self.compute.labels(model, operation)
 
-        def observe(images: int, waited: float) -> None:
+        def observe(images: int, waited: float, computed: float) -> None:
             size.observe(images)
             wait.observe(waited)
+            compute.observe(computed)
 
         return observe
 
@@ -105,7 +114,11 @@ class AccessMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", []).append((REQUEST_ID_HEADER.encode(), request_id.encode("latin-1")))
+                headers = message.setdefault("headers", [])
+                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode("latin-1")))
+                timing = server_timing(decode_seconds.get(), forward_timing.get())
+                if timing is not None:
+                    headers.append((b"server-timing", timing.encode()))
             await send(message)
 
         try:
@@ -128,6 +141,6 @@ class AccessMiddleware:
                     "model": model,
                     "status": status,
                     "duration_ms": round(1000 * seconds, 3),
-                    "batch_images": forward_images.get(),
+                    "batch_images": getattr(forward_timing.get(), "batch_images", None),
                 },
             )

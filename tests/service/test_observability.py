@@ -2,6 +2,8 @@ import json
 import logging
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -33,6 +35,7 @@ def test_metrics_count_requests_batches_models_and_memory(client: TestClient) ->
     assert 'sae_requests_total{model="-",route="unmatched",status="404"} 1.0' in response.text
     assert 'sae_batch_images_count{model="mnist",operation="classify"} 3.0' in response.text
     assert 'sae_batch_queue_wait_seconds_count{model="fashion-mnist",operation="embed"} 1.0' in response.text
+    assert 'sae_batch_compute_seconds_count{model="mnist",operation="classify"} 3.0' in response.text
     assert 'sae_model_loaded{device="cpu",model="mnist"} 1.0' in response.text
     assert metric_lines(client, 'sae_request_duration_seconds_bucket{le="0.001",route="/classify"}')
     assert float(metric_lines(client, "process_resident_memory_bytes")[0].split()[1]) > 50e6
@@ -54,3 +57,29 @@ def test_one_json_log_line_per_request(client: TestClient, caplog: pytest.LogCap
     assert line["request_id"] == "trace-7" and line["route"] == "/classify" and line["model"] == "fashion-mnist"
     assert line["status"] == 200 and line["method"] == "POST" and line["batch_images"] == 1
     assert line["duration_ms"] > 0 and line["level"] == "info" and line["logger"] == "sae_serve.access"
+
+
+def server_timing(response: httpx.Response) -> dict[str, str]:
+    """Server-Timing metrics by name: the duration in ms, or the description."""
+    entries = {}
+    for part in response.headers["server-timing"].split(","):
+        name, _, params = part.strip().partition(";")
+        key, _, value = params.partition("=")
+        entries[name] = value.strip('"')
+        assert key in ("dur", "desc"), part
+    return entries
+
+
+def test_inference_answers_say_where_their_time_went(client: TestClient) -> None:
+    classified = client.post("/classify", files=FILES)
+    raw = np.stack([digit_like(i) for i in range(3)]).tobytes()
+    embedded = client.post("/embed", content=raw, headers={"Content-Type": "application/octet-stream"})
+    tensor = {"name": "images", "shape": [2, 784], "datatype": "UINT8", "data": [0] * 1568}
+    inferred = client.post("/v2/models/mnist/infer", json={"inputs": [tensor]})
+    for response, images in ((classified, 1), (embedded, 3), (inferred, 2)):
+        timing = server_timing(response)
+        assert set(timing) == {"decode", "queue", "forward", "batch"}, timing
+        assert float(timing["forward"]) > 0 and float(timing["decode"]) >= 0 and float(timing["queue"]) >= 0
+        assert timing["batch"] == f"{images} images"
+    assert "server-timing" not in client.get("/models").headers  # no model ran
+    assert "server-timing" not in client.post("/classify?model=cifar", content=raw).headers

@@ -1,0 +1,32 @@
+"""Where a request's time went, for its Server-Timing header, its log line and the metrics. No HTTP here."""
+
+import contextvars
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ForwardTiming:
+    """The forward pass that answered a request: how many images it held, how long the request waited
+    for it to start, and how long it ran."""
+
+    batch_images: int
+    queue_wait_s: float
+    forward_s: float
+
+
+# Set in the request's own context by the micro-batcher and by the routes that decode a body.
+forward_timing: contextvars.ContextVar[ForwardTiming | None] = contextvars.ContextVar("forward_timing", default=None)
+decode_seconds: contextvars.ContextVar[float | None] = contextvars.ContextVar("decode_seconds", default=None)
+
+
+def server_timing(decode_s: float | None, forward: ForwardTiming | None) -> str | None:
+    """The Server-Timing header value (durations in milliseconds), or None for a request that ran no model."""
+    if forward is None:
+        return None
+    parts = [] if decode_s is None else [f"decode;dur={1000 * decode_s:.3f}"]
+    parts += [
+        f"queue;dur={1000 * forward.queue_wait_s:.3f}",
+        f"forward;dur={1000 * forward.forward_s:.3f}",
+        f'batch;desc="{forward.batch_images} images"',
+    ]
+    return ", ".join(parts)
