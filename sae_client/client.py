@@ -124,23 +124,25 @@ class _Base(ABC, Generic[Http]):
         self.model = model
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         options = {"base_url": base_url, "headers": headers, "timeout": timeout}
+        if transport is not None and not isinstance(transport, self.transport_kind):
+            raise TypeError(
+                f"{type(self).__name__} needs {self.transport_kind.__name__}, got {type(transport).__name__}"
+            )
         self._http: Http = self._connect(options, retries, transport)
 
+    transport_kind: type[httpx.BaseTransport] | type[httpx.AsyncBaseTransport]
+
     @abstractmethod
-    def _connect(
-        self, options: dict[str, Any], retries: int, transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None
-    ) -> Http:
-        """The httpx client, retrying connection failures `retries` times unless given a transport."""
+    def _connect(self, options: dict[str, Any], retries: int, transport: Any) -> Http:
+        """The httpx client on `transport`, else on the network, retrying connection failures `retries` times."""
 
 
 class Client(_Base[httpx.Client]):
     """Blocking client. Connection failures are retried `retries` times; refusals raise SAEError."""
 
-    def _connect(
-        self, options: dict[str, Any], retries: int, transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None
-    ) -> httpx.Client:
-        if transport is not None and not isinstance(transport, httpx.BaseTransport):
-            raise TypeError("Client needs a synchronous httpx transport")
+    transport_kind = httpx.BaseTransport
+
+    def _connect(self, options: dict[str, Any], retries: int, transport: Any) -> httpx.Client:
         return httpx.Client(**options, transport=transport or httpx.HTTPTransport(retries=retries))
 
     def classify(self, images: Images, model: str | None = None, top_k: int = 3, resize: bool = False) -> Any:
@@ -178,11 +180,9 @@ class Client(_Base[httpx.Client]):
 class AsyncClient(_Base[httpx.AsyncClient]):
     """The same calls for asyncio code."""
 
-    def _connect(
-        self, options: dict[str, Any], retries: int, transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None
-    ) -> httpx.AsyncClient:
-        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
-            raise TypeError("AsyncClient needs an asynchronous httpx transport")
+    transport_kind = httpx.AsyncBaseTransport
+
+    def _connect(self, options: dict[str, Any], retries: int, transport: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(**options, transport=transport or httpx.AsyncHTTPTransport(retries=retries))
 
     async def classify(self, images: Images, model: str | None = None, top_k: int = 3, resize: bool = False) -> Any:

@@ -113,9 +113,9 @@ def test_the_async_client_sends_the_same_requests() -> None:
 
 
 def test_a_transport_of_the_wrong_kind_is_refused() -> None:
-    with pytest.raises(TypeError, match="synchronous"):
+    with pytest.raises(TypeError, match="Client needs BaseTransport, got AsyncHTTPTransport"):
         Client("http://sae", transport=httpx.AsyncHTTPTransport())
-    with pytest.raises(TypeError, match="asynchronous"):
+    with pytest.raises(TypeError, match="AsyncClient needs AsyncBaseTransport, got HTTPTransport"):
         AsyncClient("http://sae", transport=httpx.HTTPTransport())
 
 
