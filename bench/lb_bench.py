@@ -107,6 +107,7 @@ def main() -> None:
                     rows.append(f"| {name} | {connections} | {rate:,.0f} | {tail} |")
         finally:
             run([*compose, "down", "--volumes"], env)
+            run(["docker", "image", "prune", "--force"], env)  # layers of replaced images
             if started_engine:
                 run([sys.executable, str(testbed), "down"], env)
     print("| nginx config | connections | req/s | p99 |")
