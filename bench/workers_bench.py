@@ -1,11 +1,11 @@
 """sae-serve with one worker process against several: requests per second and memory, in one run.
 
-    .venv/bin/python bench/workers_bench.py [--workers 1 2] [--seconds 10]
+    .venv/bin/python -m bench.workers_bench [--workers 1 2] [--seconds 10] [--soak-seconds 30]
 
-wrk posts one real 28x28 MNIST PNG as multipart field `file` to /classify at 1 and 64 connections.
-Memory is summed over the server's processes as PSS (shared pages split between the processes that
-map them) and USS (pages no other process shares); RSS, which counts shared library pages once per
-process, is shown beside them.
+wrk posts one real 28x28 MNIST PNG as multipart field `file` to /classify at 1 and 64 connections,
+then soaks each server at 64 connections. Memory is summed over the server's processes as PSS
+(shared pages split between the processes that map them) and USS (pages no other process shares);
+RSS, which counts shared library pages once per process, is shown beside them.
 """
 
 import argparse
@@ -42,6 +42,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="SAE_WORKERS values (default: 1 2)")
     parser.add_argument("--seconds", type=int, default=10, help="seconds of load per cell (default: 10)")
+    parser.add_argument(
+        "--soak-seconds", type=int, default=30, help="then a soak at 64 connections, PSS before and after (default: 30)"
+    )
     args = parser.parse_args()
     artifacts = ROOT / "artifacts"
     digit = load_dataset("mnist").test_images[0].numpy().astype(np.uint8)
@@ -57,19 +60,21 @@ def main() -> None:
                 one = wrk(f"{server.url}/classify", script, 1, args.seconds)
                 many = wrk(f"{server.url}/classify", script, 64, args.seconds)
                 loaded = memory_mb(server)
+                soak = wrk(f"{server.url}/classify", script, 64, args.soak_seconds)
+                soaked = memory_mb(server)
             finally:
                 server.stop()
             rows.append(
                 f"| {workers} | {one.p50_ms:.2f} | {many.requests_per_s:,.0f} | {many.p99_ms:.1f} | "
                 f"{many.errors} | {at_start['pss']:.0f} | {loaded['pss']:.0f} | {loaded['uss']:.0f} | "
-                f"{loaded['rss']:.0f} |"
+                f"{loaded['rss']:.0f} | {soak.requests:,} ({soak.errors} errors) | {soaked['pss']:.0f} |"
             )
     print(f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} cores")
     print(
         "| workers | p50 ms, 1 connection | req/s, 64 connections | p99 ms | errors | PSS MB at start | "
-        "PSS MB after load | USS MB | RSS MB |"
+        "PSS MB after load | USS MB | RSS MB | soak requests | PSS MB after the soak |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 
