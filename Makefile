@@ -63,6 +63,7 @@ bench: models
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/serve_bench.py
+	$(BIN)/python -m bench.workers_bench
 
 clean:
 	rm -rf $(VENV) artifacts
