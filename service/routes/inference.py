@@ -1,6 +1,5 @@
 """/classify, /reconstruct, /embed: decode -> predict -> encode, with the work off the event loop."""
 
-import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Annotated, Any, TypeVar
@@ -28,7 +27,7 @@ from service.schemas import (
     ReconstructResponse,
     error_responses,
 )
-from service.timing import decode_seconds
+from service.timing import timed_decode
 
 Result = TypeVar("Result")
 router = APIRouter(tags=["inference"])
@@ -100,13 +99,8 @@ async def batch_from(request: Request, context: InferenceContext, resize: bool) 
     kind, content = await read_images(request, limits)
     framing = context.served.card.framing if resize else None
     size = len(content) if isinstance(content, bytes) else sum(len(data) for _, data in content)
-    started = time.perf_counter()
-    if framing is None and size <= INLINE_DECODE_BYTES:
-        batch = decode_batch(kind, content, limits, framing)  # a few small images: cheaper than a thread hop
-    else:
-        batch = await run_in_threadpool(decode_batch, kind, content, limits, framing)
-    decode_seconds.set(time.perf_counter() - started)
-    return batch
+    inline = framing is None and size <= INLINE_DECODE_BYTES  # a few small images: cheaper than a thread hop
+    return await timed_decode(inline, decode_batch, kind, content, limits, framing)
 
 
 @router.post("/classify", response_model=ClassifyResponse, responses=ERRORS, openapi_extra=IMAGE_BODY)

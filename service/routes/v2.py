@@ -5,12 +5,10 @@ thread when large), forwarded through the model's micro-batcher on the forward t
 SAE_REQUEST_TIMEOUT_S; errors are the service's own, in the protocol's form `{"error": ...}`.
 """
 
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from service.deps import find_model
 from service.errors import PROTOCOL_PREFIX, within_timeout
@@ -28,7 +26,7 @@ from service.protocol import (
 from service.registry import ServedModel
 from service.schemas import ProtocolErrorResponse, error_responses
 from service.settings import Settings
-from service.timing import decode_seconds
+from service.timing import timed_decode
 
 VERSION = "1"
 # Parsing this much takes well under a millisecond; larger bodies are parsed in a worker thread.
@@ -85,13 +83,7 @@ async def model_ready(request: Request, name: str) -> JSONResponse:
 async def parsed_request(request: Request, limits: Limits) -> InferRequest:
     body = await read_body(request, limits.max_upload_bytes)
     header_length = request.headers.get(HEADER_LENGTH)
-    started = time.perf_counter()
-    if len(body) <= INLINE_PARSE_BYTES:
-        parsed = parse_infer_request(body, header_length, limits)
-    else:
-        parsed = await run_in_threadpool(parse_infer_request, body, header_length, limits)
-    decode_seconds.set(time.perf_counter() - started)
-    return parsed
+    return await timed_decode(len(body) <= INLINE_PARSE_BYTES, parse_infer_request, body, header_length, limits)
 
 
 @router.post(
