@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 # The supervisor of several workers imports neither torch nor the app: it would hold their memory for nothing.
 CUDA_PROBE = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
+# Without the NVIDIA driver's control device or proc entry, CUDA cannot be available: no need to ask torch.
+NVIDIA_DRIVER_PATHS = ("/dev/nvidiactl", "/proc/driver/nvidia")
 
 # Set by the supervisor for its workers: how many there are, and where their metrics go.
 WORKERS_ENV = "SAE_WORKERS"
@@ -40,10 +43,12 @@ def worker_count(settings: Settings) -> int:
     """SAE_WORKERS, or by default one worker per core on the CPU and one on CUDA (which batches instead)."""
     if settings.workers:
         return settings.workers
-    if settings.device == "cpu":
+    if settings.device == "cuda":
+        return 1
+    if settings.device == "cpu" or not any(Path(p).exists() for p in NVIDIA_DRIVER_PATHS):
         return usable_cores()
-    on_cuda = settings.device == "cuda" or subprocess.run([sys.executable, "-c", CUDA_PROBE]).returncode == 0
-    return 1 if on_cuda else usable_cores()
+    # A driver is there: ask torch, in a process of its own (1.4 s here) so that this one stays light.
+    return 1 if subprocess.run([sys.executable, "-c", CUDA_PROBE]).returncode == 0 else usable_cores()
 
 
 def serve_forever_quietly_on_sigterm() -> None:
