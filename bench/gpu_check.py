@@ -421,8 +421,15 @@ def load_run(url: str, body: Path, content_type: str, connections: int, seconds:
 
 
 def throughput(
-    artifacts: Path, device: torch.device, data: Dataset, quick: bool, work: Path, report: Report
+    artifacts: Path,
+    device: torch.device,
+    data: Dataset,
+    quick: bool,
+    work: Path,
+    report: Report,
+    servers: list[tuple[str, int]],
 ) -> dict[str, Any]:
+    """The ceilings, then each (SAE_DEVICE, SAE_WORKERS) server in turn under the same loads."""
     pixels = data.test_images[:BATCH].numpy()
     pngs = [png_bytes(p) for p in pixels]
     bodies = {
@@ -433,16 +440,18 @@ def throughput(
     for path, content, _ in bodies.values():
         path.write_bytes(content)
     seconds = 1.0 if quick else 5.0
-    figures: dict[str, Any] = {"ceilings": ceilings(artifacts / "mnist", device, pixels, pngs, quick), "servers": {}}
-    for workers in (1, 2 if quick else 4):
-        server = Server(artifacts, device.type, workers, work / f"serve-{workers}.log")
+    model = "mnist" if (artifacts / "mnist").is_dir() else f"mnist{REFERENCE_SUFFIX}"
+    figures: dict[str, Any] = {"ceilings": ceilings(artifacts / model, device, pixels, pngs, quick), "servers": {}}
+    for serve_device, workers in servers:
+        label = f"{workers} worker(s)" if serve_device == device.type else f"{serve_device}, {workers} worker(s)"
+        server = Server(artifacts, serve_device, workers, work / f"serve-{serve_device}-{workers}.log")
         try:
-            server.wait_for_workers(workers, device.type)
-            url = f"{server.url}/classify?model=mnist"
+            server.wait_for_workers(workers, serve_device)
+            url = f"{server.url}/classify?model={model}"
             cells: dict[str, Any] = {"ready_seconds": round(server.ready_seconds, 1)}
             load_run(url, *bodies["one_png"][::2], connections=16, seconds=1.0)  # warm-up
             plan = [("batch_raw", 8), ("batch_png", 8), ("one_png", 1), ("one_png", 64)]
-            if workers > 1:
+            if label != "1 worker(s)":
                 plan = [("batch_raw", 16), ("batch_png", 16), ("one_png", 64)]
             for body_name, connections in plan:
                 path, _, content_type = bodies[body_name]
@@ -451,22 +460,32 @@ def throughput(
                     cell["images_per_s"] = cell["requests_per_s"] * BATCH
                 cells[f"{body_name} c{connections}"] = cell
                 report.check(
-                    f"{workers} worker(s), {body_name} at {connections} connections answers",
+                    f"{label}, {body_name} at {connections} connections answers",
                     cell["requests"] > 0 and cell["errors"] == 0,
+                    f"{cell['requests_per_s']:,.0f} req/s, p50 {cell['p50_ms']:.2f} ms, p99 {cell['p99_ms']:.2f} ms, "
                     f"{cell['requests']:,} answers, {cell['errors']} errors {cell['statuses']}",
                 )
-            if device.type == "cuda":
+            if serve_device == "cuda":
                 cells["gpu_memory"] = gpu_memory_mib(server.pids())
-            figures["servers"][f"{workers} worker(s)"] = cells
+            figures["servers"][label] = cells
         finally:
             server.stop()
-    one = figures["servers"]["1 worker(s)"]
-    ceiling = figures["ceilings"]
-    figures["shares"] = {
-        "batch_raw_of_forward": one["batch_raw c8"]["images_per_s"] / ceiling["forward_256_images_per_s"],
-        "batch_png_of_png_decode": one["batch_png c8"]["images_per_s"] / ceiling["png_decode_images_per_s"],
-    }
+    one = figures["servers"].get("1 worker(s)")
+    if one:
+        ceiling = figures["ceilings"]
+        figures["shares"] = {
+            "batch_raw_of_forward": one["batch_raw c8"]["images_per_s"] / ceiling["forward_256_images_per_s"],
+            "batch_png_of_png_decode": one["batch_png c8"]["images_per_s"] / ceiling["png_decode_images_per_s"],
+        }
     return figures
+
+
+def server_plan(spec: str) -> tuple[str, int]:
+    """`4` (on the checked device) or `cpu:16`: one server of the throughput runs."""
+    where, _, workers = spec.rpartition(":")
+    if where not in ("", "cpu", "cuda") or not workers.isdigit() or int(workers) < 1:
+        raise argparse.ArgumentTypeError(f"expected WORKERS or DEVICE:WORKERS, got {spec!r}")
+    return where, int(workers)
 
 
 def prepare_artifacts(reference: Path, served: Path) -> None:
@@ -510,7 +529,7 @@ def summary(result: dict[str, Any]) -> None:
                     )
             if "gpu_memory" in cells:
                 print(f"{server}: GPU memory {cells['gpu_memory']}")
-        print(f"shares: {tp['shares']}")
+        print(f"shares: {tp.get('shares')}")
     failed = [c["name"] for c in result["checks"] if not c["passed"]]
     print(f"checks: {len(result['checks']) - len(failed)} passed, {len(failed)} failed {failed if failed else ''}")
 
@@ -524,6 +543,15 @@ def main() -> int:
     )
     parser.add_argument("--data-dir", type=Path, default=None, help="data sets (default: $SAE_DATA_DIR or ./data)")
     parser.add_argument("--quick", action="store_true", help="dry-run training and 1-second load runs")
+    parser.add_argument(
+        "--servers",
+        type=server_plan,
+        nargs="+",
+        default=None,
+        help="servers the throughput runs measure, WORKERS or DEVICE:WORKERS each (default: 1 4; --quick: 1 2)",
+    )
+    parser.add_argument("--throughput-only", action="store_true", help="only the ceilings and throughput runs")
+    parser.add_argument("--json-name", default="gpu.json", help="file name of the results in --out")
     args = parser.parse_args()
     try:
         device = resolve_device(args.device)
@@ -541,31 +569,47 @@ def main() -> int:
         served.mkdir()
         datasets = {name: load_dataset(name, args.data_dir) for name in DATASETS}
         prepare_artifacts(args.reference, served)
-        report.section("training", lambda: train_both(datasets, device, args.quick, args.reference, served, report))
-        report.section("parity", lambda: parity(datasets, device, args.reference, served, report))
-
-        def accuracy_on(where: str) -> dict[str, Any]:
-            server = Server(served, where, 1, work / f"accuracy-{where}.log")
-            try:
-                figures = http_accuracy(server.url, where, served, datasets, report)
-                if where == "cuda":
-                    figures["gpu_memory"] = gpu_memory_mib(server.pids())
-                return figures
-            finally:
-                server.stop()
-
-        report.section(f"http_accuracy_{device.type}", lambda: accuracy_on(device.type))
-        if device.type != "cpu":
-            report.section("http_accuracy_cpu", lambda: accuracy_on("cpu"))
+        servers = [(where or device.type, n) for where, n in (args.servers or [("", 1), ("", 2 if args.quick else 4)])]
+        if not args.throughput_only:
+            check_all(datasets, device, args, served, work, report)
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        report.section("throughput", lambda: throughput(served, device, datasets["mnist"], args.quick, work, report))
+        report.section(
+            "throughput", lambda: throughput(served, device, datasets["mnist"], args.quick, work, report, servers)
+        )
     result.update(report.sections)
     result["checks"] = report.checks
     result["seconds"] = round(time.perf_counter() - started, 1)
-    (args.out / "gpu.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / args.json_name).write_text(json.dumps(result, indent=2) + "\n")
     summary(result)
     return 0 if report.checks and all(c["passed"] for c in report.checks) else 1
+
+
+def check_all(
+    datasets: dict[str, Dataset],
+    device: torch.device,
+    args: argparse.Namespace,
+    served: Path,
+    work: Path,
+    report: Report,
+) -> None:
+    """Training, parity and HTTP accuracy."""
+    report.section("training", lambda: train_both(datasets, device, args.quick, args.reference, served, report))
+    report.section("parity", lambda: parity(datasets, device, args.reference, served, report))
+
+    def accuracy_on(where: str) -> dict[str, Any]:
+        server = Server(served, where, 1, work / f"accuracy-{where}.log")
+        try:
+            figures = http_accuracy(server.url, where, served, datasets, report)
+            if where == "cuda":
+                figures["gpu_memory"] = gpu_memory_mib(server.pids())
+            return figures
+        finally:
+            server.stop()
+
+    report.section(f"http_accuracy_{device.type}", lambda: accuracy_on(device.type))
+    if device.type != "cpu":
+        report.section("http_accuracy_cpu", lambda: accuracy_on("cpu"))
 
 
 if __name__ == "__main__":
