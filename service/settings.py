@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     graceful_shutdown_s: int = Field(20, gt=0, description="on SIGTERM, how long in-flight requests may finish")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
     workers: int = Field(
-        0, ge=0, description="worker processes sharing the port; 0: one per CPU core on the CPU, one on CUDA"
+        0, ge=0, description="worker processes sharing the port; 0: one per CPU core on the CPU, half the cores on CUDA"
     )
 
     @field_validator("api_keys", "cors_origins", mode="before")
