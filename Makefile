@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The versions this project is tested with; pyproject.toml admits a range around them.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install data models run system-deps test test-fast test-deploy testbed-up testbed-down lint bench clean
+.PHONY: install data models run system-deps test test-fast test-deploy testbed-up testbed-down lint bench gpu-check gpu-bundle clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,15 @@ bench: models
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/serve_bench.py
 	$(BIN)/python -m bench.workers_bench
+
+# On a machine with an NVIDIA GPU: train, check parity, serve and measure there (bench/gpu_check.py).
+gpu-check: models
+	$(BIN)/python bench/gpu_check.py --device cuda --out docs/benchmarks
+
+# For a GPU machine with PyTorch but no package index: pack wheels, data and reference checkpoints into
+# .bundle/, copy the checkout there and run `sh bench/gpu_device.sh OUT_DIR`.
+gpu-bundle: models
+	$(BIN)/python bench/gpu_bundle.py --out .bundle
 
 clean:
 	rm -rf $(VENV) artifacts
