@@ -64,8 +64,8 @@ class StackedAutoencoder(nn.Module):
     def encode(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
         """Code after `depth` encoder layers (all of them by default)."""
         h = x  # (B, 784)
-        for encoder in self.encoders[: self._depth(depth)]:
-            h = torch.tanh(encoder(h))  # (B, 400), then (B, 256)
+        for k in range(self._depth(depth)):  # indexing: a slice of a ModuleList builds a new ModuleList each call
+            h = torch.tanh(self.encoders[k](h))  # (B, 400), then (B, 256)
         return h
 
     def decode(self, code: torch.Tensor, depth: int | None = None) -> torch.Tensor:
