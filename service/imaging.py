@@ -31,7 +31,7 @@ def to_grayscale(image: Image.Image) -> Pixels:
         rgba = image.convert("RGBA")
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         image = Image.alpha_composite(black, rgba)
-    return np.asarray(image.convert("L"), dtype=np.uint8)
+    return np.asarray(image if image.mode == "L" else image.convert("L"), dtype=np.uint8)
 
 
 def decode_image(data: bytes, max_pixels: int, name: str = "image") -> Pixels:
@@ -58,7 +58,7 @@ def decode_image(data: bytes, max_pixels: int, name: str = "image") -> Pixels:
     try:
         image.seek(0)
         image.load()
-        image = ImageOps.exif_transpose(image) or image  # phone photos store their rotation in EXIF
+        ImageOps.exif_transpose(image, in_place=True)  # phone photos store their rotation in EXIF; no copy
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise UndecodableInput(f"{name} could not be decoded ({e}); the file may be truncated or damaged") from e
     return to_grayscale(image)

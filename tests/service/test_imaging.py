@@ -72,3 +72,17 @@ def test_garments_fill_the_frame_and_a_blank_picture_stays_blank() -> None:
     rows = np.nonzero(out.max(1) > 50)[0]
     assert rows.max() - rows.min() + 1 == 28
     assert prepare_photo(np.full((50, 50), 255, np.uint8), MNIST_FRAMING).max() == 0
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_an_exif_orientation_is_applied(fmt: str) -> None:
+    """A phone photo stores 'rotate 90 degrees clockwise to view' (orientation 6) instead of turning its pixels."""
+    pixels = np.zeros((20, 28), np.uint8)  # wider than tall, a bar along the top edge
+    pixels[:4, :] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    decoded = decode_image(encoded(Image.fromarray(pixels), fmt, exif=exif.tobytes()), 10**6)
+    assert decoded.shape == (28, 20)  # turned upright: taller than wide
+    assert decoded[:, -4:].min() >= 200 and decoded[:, :-6].max() <= 60  # the bar now runs down the right edge
+    plain = decode_image(encoded(Image.fromarray(pixels), fmt), 10**6)
+    assert plain.shape == (20, 28)
