@@ -1,27 +1,47 @@
-"""Serving benchmark: sae-serve against LitServe (batched) and a plain FastAPI app on the same checkpoint.
+"""Serving benchmark at equal resources: sae-serve against its peers on the same cores, by concurrency sweep.
 
-Each server runs on 127.0.0.1 in turn with the others idle; wrk (a compiled load tool) posts one
-real 28x28 MNIST PNG as multipart field `file` to /classify, in interleaved rounds A B C A B C at
-1, 16 and 64 connections. Then the batch path (256 images a request, as PNG multipart and as raw
-uint8) against the in-process forward and PNG-decode ceilings measured in the same run, and the
-service's memory before and after a long soak.
+Every server runs on 127.0.0.1 in turn with the others stopped, each as its documentation advises
+for this many cores (N = the cores this process may use):
 
-    .venv/bin/python bench/serve_bench.py [--seconds 5] [--rounds 2] [--soak-requests 100000]
+- sae-serve with its defaults (one worker process per core on the CPU);
+- the plain FastAPI peer (one forward per request) under `uvicorn --workers N`;
+- LitServe 0.2.19 with `workers_per_device=N`, batched (max_batch_size 64, batch_timeout 5 ms) and
+  unbatched, its API servers at their default (one per inference worker);
+- the same sae-serve app under granian (`--workers N`), for the choice of HTTP server.
+
+Peers get `cores / N` torch threads per process, as sae-serve gives its workers. The client is wrk
+(a compiled closed-loop load tool) on the same cores, posting one real 28x28 MNIST PNG as multipart
+field `file` to /classify. As Triton's perf_analyzer does, each concurrency level (1, 2, 4, ... 128
+connections) is measured in windows repeated until the last three agree within 10% on throughput
+and on p99 (at most 8 windows), and reports their mean: req/s, p50, p90, p95, p99.
+
+Then, on sae-serve with its defaults: the batch paths (256 images a request, raw uint8 and PNG
+multipart) against the in-process ceilings of this machine (the /classify forward, and PNG decoding,
+each the best of one process with every core and one process per core), and memory as PSS and USS
+summed over all of the server's processes before and after a soak.
+
+    .venv/bin/python bench/serve_bench.py [--window 2] [--levels 1 2 4 ...] [--servers NAME ...]
+        [--soak-requests 100000] [--csv docs/benchmarks/serve_sweep.csv] [--plot docs/serve_sweep.png]
 """
 
 import argparse
+import csv
 import io
+import json
+import multiprocessing
 import os
 import platform
 import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
@@ -29,15 +49,24 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models import load_checkpoint
-from service import predict
-from service.imaging import decode_image
-from service.registry import ServedModel
-from training.data import load_dataset
-
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 BOUNDARY = "saebenchboundary"
+STABILITY = 0.10  # perf_analyzer's default stability percentage
+MIN_WINDOWS, MAX_WINDOWS = 3, 8
+LEVELS = [1, 2, 4, 8, 16, 32, 64, 128]
+SERVERS = ["sae-serve", "FastAPI", "LitServe batched", "LitServe unbatched", "sae-serve app on granian"]
+# wrk's summary, percentiles included, as one JSON line from its `done` callback.
+WRK_DONE = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests": %d, "duration_us": %d, "status_errors": %d, "socket_errors": %d, '
+    .. '"p50_us": %d, "p90_us": %d, "p95_us": %d, "p99_us": %d}\\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(95), latency:percentile(99)))
+end
+"""
 
 
 @dataclass
@@ -47,6 +76,28 @@ class Cell:
     p50_ms: float
     p99_ms: float
     errors: int
+    p90_ms: float = 0.0
+    p95_ms: float = 0.0
+
+
+@dataclass
+class Level:
+    server: str
+    workers: int
+    connections: int
+    windows: int
+    stable: bool
+    requests: int
+    errors: int
+    requests_per_s: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0))
 
 
 def free_port() -> int:
@@ -79,38 +130,75 @@ def lua_script(folder: Path, name: str, body: bytes, content_type: str) -> Path:
     script.write_text(
         'wrk.method = "POST"\n'
         f'wrk.headers["Content-Type"] = "{content_type}"\n'
-        f'local f = io.open("{body_path}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
+        f'local f = io.open("{body_path}", "rb")\nwrk.body = f:read("*all")\nf:close()\n' + WRK_DONE
     )
     return script
 
 
-def to_ms(value: str, unit: str) -> float:
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
-
-
-def wrk(url: str, script: Path, connections: int, seconds: int) -> Cell:
+def wrk(url: str, script: Path, connections: int, seconds: float) -> Cell:
     threads = min(2, connections)
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s|m)\b", out)
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s|m)\b", out)
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = int(bad.group(1)) if bad else 0
-    if socket_errors:
-        errors += sum(int(g) for g in socket_errors.groups())
-    return Cell(requests, rate, to_ms(*p50.groups()), to_ms(*p99.groups()), errors)  # type: ignore[union-attr]
+    found = re.search(r"^WRKJSON (.*)$", out, re.M)
+    if found is None:
+        raise RuntimeError(f"wrk printed no summary: {out[-2000:]}")
+    s = json.loads(found.group(1))
+    return Cell(
+        requests=s["requests"],
+        requests_per_s=s["requests"] / (s["duration_us"] / 1e6),
+        p50_ms=s["p50_us"] / 1000,
+        p99_ms=s["p99_us"] / 1000,
+        errors=s["status_errors"] + s["socket_errors"],
+        p90_ms=s["p90_us"] / 1000,
+        p95_ms=s["p95_us"] / 1000,
+    )
+
+
+def spread(values: list[float]) -> float:
+    return (max(values) - min(values)) / statistics.fmean(values) if min(values) > 0 else float("inf")
+
+
+def measure_level(server: "Server", script: Path, connections: int, window: float) -> Level:
+    """Windows until the last three agree within STABILITY on req/s and p99; their mean."""
+    cells: list[Cell] = []
+    stable = False
+    while len(cells) < MAX_WINDOWS:
+        cells.append(wrk(f"{server.url}/classify", script, connections, window))
+        last = cells[-MIN_WINDOWS:]
+        if len(last) == MIN_WINDOWS:
+            stable = (
+                spread([c.requests_per_s for c in last]) <= STABILITY and spread([c.p99_ms for c in last]) <= STABILITY
+            )
+            if stable:
+                break
+    last = cells[-MIN_WINDOWS:]
+
+    def mean(get: Callable[[Cell], float]) -> float:
+        return statistics.fmean(get(c) for c in last)
+
+    return Level(
+        server=server.name,
+        workers=server.workers,
+        connections=connections,
+        windows=len(cells),
+        stable=stable,
+        requests=sum(c.requests for c in cells),
+        errors=sum(c.errors for c in cells),
+        requests_per_s=mean(lambda c: c.requests_per_s),
+        p50_ms=mean(lambda c: c.p50_ms),
+        p90_ms=mean(lambda c: c.p90_ms),
+        p95_ms=mean(lambda c: c.p95_ms),
+        p99_ms=mean(lambda c: c.p99_ms),
+    )
 
 
 class Server:
-    def __init__(self, name: str, command: list[str], port: int, env: dict[str, str]) -> None:
-        self.name, self.port = name, port
+    def __init__(self, name: str, command: list[str], port: int, env: dict[str, str], workers: int = 1) -> None:
+        self.name, self.port, self.workers = name, port, workers
         self.process = subprocess.Popen(
             command,
             cwd=ROOT,
@@ -135,146 +223,276 @@ class Server:
         raise RuntimeError(f"{name} did not answer within 120 s")
 
     def rss_mb(self) -> float:
-        """Resident memory of the server and all its child processes."""
-        pids = [str(self.process.pid)]
-        children = subprocess.run(["pgrep", "-s", str(self.process.pid)], capture_output=True, text=True).stdout.split()
-        total = 0
-        for pid in set(pids + children):
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-            except OSError:
-                continue
-            match = re.search(r"VmRSS:\s+(\d+) kB", status)
-            total += int(match.group(1)) if match else 0
-        return total / 1024
+        return memory_mb(self)["rss"]
 
     def stop(self) -> None:
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
-            self.process.wait(timeout=20)
+            self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
 
 
-def start(name: str, artifacts: Path, **env_extra: str) -> Server:
-    """One server on a free port; sae-serve runs one worker process unless SAE_WORKERS is given, as the peers do."""
-    env_extra = {"SAE_WORKERS": "1", **env_extra}
+def memory_mb(server: Server) -> dict[str, float]:
+    """PSS, USS and RSS in MB, summed over the server's session (the supervisor, workers and helpers)."""
+    totals = {"pss": 0.0, "uss": 0.0, "rss": 0.0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) != server.process.pid:  # field 6: session id
+                continue
+            rollup = (stat.parent / "smaps_rollup").read_text()
+        except (OSError, ValueError, IndexError):
+            continue
+        fields = {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+) kB", rollup, re.M)}
+        totals["pss"] += fields.get("Pss", 0) / 1024
+        totals["uss"] += (fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)) / 1024
+        totals["rss"] += fields.get("Rss", 0) / 1024
+    return totals
+
+
+def start(name: str, artifacts: Path, workers: int | None = None, **env_extra: str) -> Server:
+    """One server on a free port. `workers` None: each at its default for this machine's cores."""
+    n = workers or cores()
     port = free_port()
+    threads = {"OMP_NUM_THREADS": str(max(1, cores() // n))}  # the peers' share of the cores, as sae-serve's workers
+    sae_env = {"SAE_PORT": str(port), "SAE_ARTIFACTS_DIR": str(artifacts), "SAE_LOG_LEVEL": "warning"}
     if name == "sae-serve":
-        env = {"SAE_PORT": str(port), "SAE_ARTIFACTS_DIR": str(artifacts), "SAE_LOG_LEVEL": "warning", **env_extra}
-        return Server(name, [str(Path(PYTHON).parent / "sae-serve")], port, env)
-    module = {"LitServe": "bench.peers.litserve_peer", "FastAPI": "bench.peers.fastapi_peer"}[name]
-    return Server(name, [PYTHON, "-m", module, str(port)], port, {"PEER_CHECKPOINT": str(artifacts / "mnist")})
+        env = {**sae_env, **({"SAE_WORKERS": str(workers)} if workers else {}), **env_extra}
+        return Server(name, [str(Path(PYTHON).parent / "sae-serve")], port, env, n)
+    if name == "sae-serve app on granian":
+        command = [str(Path(PYTHON).parent / "granian"), "--interface", "asgi", "--factory", "--loop", "uvloop"]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(n), "--log-level", "warning"]
+        return Server(name, [*command, "service.main:worker_app"], port, {**sae_env, "SAE_WORKERS": str(n)}, n)
+    peer_env = {"PEER_CHECKPOINT": str(artifacts / "mnist"), **threads}
+    if name == "FastAPI":
+        command = [PYTHON, "-m", "uvicorn", "bench.peers.fastapi_peer:app", "--host", "127.0.0.1", "--port", str(port)]
+        return Server(name, [*command, "--workers", str(n), "--log-level", "warning"], port, peer_env, n)
+    batched = {"LitServe batched": "batched", "LitServe unbatched": "unbatched"}[name]
+    command = [PYTHON, "-m", "bench.peers.litserve_peer", str(port), str(n), batched]
+    return Server(name, command, port, peer_env, n)
 
 
-def ceilings(artifacts: Path, pngs: list[bytes], pixels: np.ndarray) -> tuple[float, float]:
-    """In-process images/s of the /classify forward and of PNG decoding, batches of 256."""
-    checkpoint = load_checkpoint(artifacts / "mnist")
+def _forward_rate(args: tuple[str, int, float]) -> float:
+    """Images/s of /classify's forward in one process with `threads` torch threads, for `seconds`."""
+    checkpoint_dir, threads, seconds = args
+    torch.set_num_threads(threads)
+    from models import load_checkpoint
+    from service import predict
+    from service.registry import ServedModel
+
+    checkpoint = load_checkpoint(checkpoint_dir)
     served = ServedModel("mnist", checkpoint.model, checkpoint.card, torch.device("cpu"))
-    best_forward = best_decode = 0.0
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(20):
-            predict.classify(served, pixels)
-        best_forward = max(best_forward, 20 * len(pixels) / (time.perf_counter() - start))
-        start = time.perf_counter()
+    pixels = np.random.default_rng(0).integers(0, 256, (256, 28, 28), dtype=np.uint8)
+    predict.classify(served, pixels)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        predict.classify(served, pixels)
+        done += len(pixels)
+    return done / (time.perf_counter() - start)
+
+
+def _decode_rate(args: tuple[list[bytes], float]) -> float:
+    from service.imaging import decode_image
+
+    pngs, seconds = args
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
         for data in pngs:
             decode_image(data, 10**6)
-        best_decode = max(best_decode, len(pngs) / (time.perf_counter() - start))
-    return best_forward, best_decode
+        done += len(pngs)
+    return done / (time.perf_counter() - start)
+
+
+def ceilings(artifacts: Path, pngs: list[bytes], seconds: float = 3.0) -> dict[str, float]:
+    """In-process images/s on this machine, each the better of one process on every core and one per core."""
+    n = cores()
+    context = multiprocessing.get_context("spawn")
+    checkpoint = str(artifacts / "mnist")
+    with context.Pool(n) as pool:
+        forward_one = pool.map(_forward_rate, [(checkpoint, n, seconds)])[0]
+        forward_each = sum(pool.map(_forward_rate, [(checkpoint, 1, seconds)] * n))
+        decode_one = pool.map(_decode_rate, [(pngs, seconds)])[0]
+        decode_each = sum(pool.map(_decode_rate, [(pngs, seconds)] * n))
+    return {
+        "forward, one process": forward_one,
+        f"forward, {n} processes": forward_each,
+        "forward": max(forward_one, forward_each),
+        "PNG decode, one process": decode_one,
+        f"PNG decode, {n} processes": decode_each,
+        "PNG decode": max(decode_one, decode_each),
+    }
+
+
+def plot(levels: list[Level], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    for name in dict.fromkeys(level.server for level in levels):
+        rows = [level for level in levels if level.server == name]
+        ax.plot([r.requests_per_s for r in rows], [r.p99_ms for r in rows], marker="o", label=name)
+        for r in rows:
+            if r.connections in (1, 8, 64, 128):
+                ax.annotate(
+                    str(r.connections),
+                    (r.requests_per_s, r.p99_ms),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+    ax.set_xlabel("throughput, requests/s")
+    ax.set_ylabel("p99 latency, ms (log)")
+    ax.set_yscale("log")
+    ax.set_title(f"/classify, one PNG a request, {cores()} cores; points: 1 to 128 connections")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds A B C per connection count")
-    parser.add_argument("--connections", type=int, nargs="+", default=[1, 16, 64], help="wrk connection counts")
+    parser.add_argument("--window", type=float, default=2.0, help="seconds of each measurement window")
+    parser.add_argument("--levels", type=int, nargs="+", default=LEVELS, help="connection counts")
+    parser.add_argument("--servers", nargs="+", choices=SERVERS, default=SERVERS)
     parser.add_argument("--soak-requests", type=int, default=100_000, help="requests in the memory soak (0: skip)")
     parser.add_argument("--artifacts", type=Path, default=ROOT / "artifacts", help="trained checkpoints")
+    parser.add_argument("--csv", type=Path, default=ROOT / "docs" / "benchmarks" / "serve_sweep.csv")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "serve_sweep.png")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
+    from training.data import load_dataset
 
     data = load_dataset("mnist")
     pixels = data.test_images[:256].numpy()
     pngs = [png_bytes(p) for p in pixels]
-    names = ["sae-serve", "LitServe", "FastAPI"]
-    results: dict[tuple[str, int], list[Cell]] = {}
+    levels: list[Level] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        one = lua_script(folder, "one", multipart(pngs[:1]), f"multipart/form-data; boundary={BOUNDARY}")
-        batch_png = lua_script(folder, "batch_png", multipart(pngs), f"multipart/form-data; boundary={BOUNDARY}")
+        content_type = f"multipart/form-data; boundary={BOUNDARY}"
+        one = lua_script(folder, "one", multipart(pngs[:1]), content_type)
+        batch_png = lua_script(folder, "batch_png", multipart(pngs), content_type)
         batch_raw = lua_script(folder, "batch_raw", pixels.tobytes(), "application/octet-stream")
 
-        for _ in range(args.rounds):
-            for name in names:
-                server = start(name, args.artifacts)
-                try:
-                    wrk(f"{server.url}/classify", one, 16, 1)  # warm-up
-                    for connections in args.connections:
-                        cell = wrk(f"{server.url}/classify", one, connections, args.seconds)
-                        results.setdefault((name, connections), []).append(cell)
-                finally:
-                    server.stop()
+        for name in args.servers:
+            server = start(name, args.artifacts)
+            try:
+                wrk(f"{server.url}/classify", one, 64, 2)  # warm-up: every worker has answered
+                for connections in args.levels:
+                    level = measure_level(server, one, connections, args.window)
+                    levels.append(level)
+                    print(
+                        f"{name} ({server.workers} workers), {connections} connections: "
+                        f"{level.requests_per_s:,.0f} req/s, p50 {level.p50_ms:.2f} ms, p99 {level.p99_ms:.2f} ms, "
+                        f"{level.windows} windows{'' if level.stable else ' (not stable)'}, {level.errors} errors",
+                        flush=True,
+                    )
+            finally:
+                server.stop()
 
         server = start("sae-serve", args.artifacts)
         try:
-            rss_start = server.rss_mb()
-            png_batch = wrk(f"{server.url}/classify", batch_png, 4, args.seconds)
-            raw_batch = wrk(f"{server.url}/classify", batch_raw, 4, args.seconds)
-            soaked, soak_errors, rss_warm, rss_end = 0, 0, server.rss_mb(), 0.0
-            if args.soak_requests:
-                wrk(f"{server.url}/classify", one, 64, 3)
-                rss_warm = server.rss_mb()
-                while soaked < args.soak_requests:
-                    cell = wrk(f"{server.url}/classify", one, 64, 15)
-                    soaked += cell.requests
-                    soak_errors += cell.errors
-                rss_end = server.rss_mb()
+            memory_start = memory_mb(server)
+            raw = measure_level(server, batch_raw, 8, args.window)
+            png = measure_level(server, batch_png, 8, args.window)
+            soaked, soak_errors = 0, 0
+            wrk(f"{server.url}/classify", one, 64, 3)
+            memory_warm = memory_mb(server)
+            while soaked < args.soak_requests:
+                cell = wrk(f"{server.url}/classify", one, 64, 15)
+                soaked += cell.requests
+                soak_errors += cell.errors
+            memory_end = memory_mb(server)
+            sae_workers = server.workers
         finally:
             server.stop()
-    forward_ceiling, decode_ceiling = ceilings(args.artifacts, pngs, pixels)
+    ceiling = ceilings(args.artifacts, pngs)
 
-    machine = f"{platform.machine()}, {os.cpu_count()} cores"
-    print(f"machine: {machine}, torch {torch.__version__}, Python {platform.python_version()}")
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
+    with args.csv.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(levels[0])))
+        writer.writeheader()
+        for level in levels:
+            writer.writerow({k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(level).items()})
+    plot(levels, args.plot)
+
+    print()
     print(
-        f"wrk {args.seconds:g} s a cell, best of {args.rounds} interleaved rounds; one 28x28 PNG a request to /classify"
+        f"machine: {platform.machine()}, {cores()} cores, torch {torch.__version__}, Python {platform.python_version()}"
     )
+    print(f"wrk on the same cores; windows of {args.window:g} s until the last 3 agree within 10% (at most 8)")
+    print(f"CSV: {args.csv}, plot: {args.plot}")
+    names = list(dict.fromkeys(level.server for level in levels))
+    by = {(level.server, level.connections): level for level in levels}
     print()
-    print("| connections | server | req/s | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|")
-    best = {key: max(cells, key=lambda c: c.requests_per_s) for key, cells in results.items()}
-    for connections in args.connections:
-        for name in names:
-            c = best[(name, connections)]
-            print(
-                f"| {connections} | {name} | {c.requests_per_s:,.0f} | {c.p50_ms:.2f} | {c.p99_ms:.2f} | {c.errors} |"
-            )
+    print("| connections | " + " | ".join(f"{n} ({by[(n, args.levels[0])].workers} w)" for n in names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    for connections in args.levels:
+        cells = []
+        for n in names:
+            level = by[(n, connections)]
+            mark = "" if level.stable else "*"
+            cells.append(f"{level.requests_per_s:,.0f} req/s, p99 {level.p99_ms:.1f} ms{mark}")
+        print(f"| {connections} | " + " | ".join(cells) + " |")
+    print("(* not stable within 10% in 8 windows; p50/p90/p95 in the CSV)")
     print()
-    for connections in args.connections:
-        ours = best[("sae-serve", connections)]
-        for peer in names[1:]:
-            theirs = best[(peer, connections)]
-            ratios = (
-                f"req/s x{ours.requests_per_s / theirs.requests_per_s:.2f}, "
-                f"p50 x{ours.p50_ms / theirs.p50_ms:.2f}, p99 x{ours.p99_ms / theirs.p99_ms:.2f}"
-            )
-            print(f"{connections} connections, sae-serve / {peer}: {ratios}")
-    print()
-    print("| batch path (256 images a request, 4 connections) | images/s | share of ceiling |")
+    print("| batch path (256 images a request, 8 connections) | images/s | share of the ceiling |")
     print("|---|---|---|")
-    print(f"| in-process forward ceiling (/classify's forward) | {forward_ceiling:,.0f} | |")
-    print(f"| in-process PNG decode ceiling | {decode_ceiling:,.0f} | |")
-    raw_rate, png_rate = 256 * raw_batch.requests_per_s, 256 * png_batch.requests_per_s
-    raw_share, png_share = 100 * raw_rate / forward_ceiling, 100 * png_rate / decode_ceiling
-    print(f"| raw uint8 (application/octet-stream) | {raw_rate:,.0f} | {raw_share:.0f}% of forward |")
-    print(f"| PNG multipart | {png_rate:,.0f} | {png_share:.0f}% of PNG decode |")
+    for key, value in ceiling.items():
+        print(f"| in-process ceiling: {key} | {value:,.0f} | |")
+    raw_rate, png_rate = 256 * raw.requests_per_s, 256 * png.requests_per_s
+    raw_share, png_share = raw_rate / ceiling["forward"], png_rate / ceiling["PNG decode"]
+    print(
+        f"| raw uint8 (application/octet-stream), p99 {raw.p99_ms:.1f} ms | {raw_rate:,.0f} | {100 * raw_share:.0f}% |"
+    )
+    print(f"| PNG multipart, p99 {png.p99_ms:.1f} ms | {png_rate:,.0f} | {100 * png_share:.0f}% |")
     print()
-    print(f"sae-serve memory (RSS, both models loaded): {rss_start:.0f} MB at start")
+    print(f"sae-serve ({sae_workers} workers), memory over all its processes, MB:")
+    print(f"  at start: PSS {memory_start['pss']:.0f}, USS {memory_start['uss']:.0f}, RSS {memory_start['rss']:.0f}")
+    print(f"  warm:     PSS {memory_warm['pss']:.0f}, USS {memory_warm['uss']:.0f}, RSS {memory_warm['rss']:.0f}")
     if soaked:
-        growth = 100 * (rss_end - rss_warm) / rss_warm
-        print(f"soak: {soaked:,} requests at 64 connections, {soak_errors} errors")
-        print(f"soak RSS: {rss_warm:.0f} MB after warm-up -> {rss_end:.0f} MB after the soak ({growth:+.1f}%)")
+        growth = 100 * (memory_end["pss"] - memory_warm["pss"]) / memory_warm["pss"]
+        print(
+            f"  after a soak of {soaked:,} requests at 64 connections ({soak_errors} errors): "
+            f"PSS {memory_end['pss']:.0f} ({growth:+.1f}%), USS {memory_end['uss']:.0f}"
+        )
+
+    print()
+    peers = [n for n in names if not n.startswith("sae-serve")]
+    if "sae-serve" in names and peers:
+        ours64, ours1 = by.get(("sae-serve", 64)), by.get(("sae-serve", 1))
+        if ours64:
+            best = max((by[(p, 64)] for p in peers), key=lambda level: level.requests_per_s)
+            ratio = ours64.requests_per_s / best.requests_per_s
+            print(
+                f"goal, 64 connections, >= 2x the best peer ({best.server}) with p99 no worse: x{ratio:.2f}, "
+                f"p99 {ours64.p99_ms:.1f} vs {best.p99_ms:.1f} ms -> "
+                f"{'met' if ratio >= 2 and ours64.p99_ms <= best.p99_ms else 'NOT met'}"
+            )
+        if ours1 and ("FastAPI", 1) in by:
+            theirs = by[("FastAPI", 1)]
+            print(
+                f"goal, 1 connection, p50 no higher than FastAPI's: {ours1.p50_ms:.2f} vs {theirs.p50_ms:.2f} ms -> "
+                f"{'met' if ours1.p50_ms <= theirs.p50_ms else 'NOT met'}"
+            )
+    print(
+        f"goal, raw batch >= 50% of the forward ceiling: {100 * raw_share:.0f}% -> "
+        f"{'met' if raw_share >= 0.5 else 'NOT met'}"
+    )
+    print(
+        f"goal, PNG batch >= 50% of the PNG-decode ceiling: {100 * png_share:.0f}% -> "
+        f"{'met' if png_share >= 0.5 else 'NOT met'}"
+    )
+    if soaked:
+        grew = memory_end["pss"] > 1.05 * memory_warm["pss"]
+        print(
+            f"goal, PSS <= 1,200 MB with both models and {sae_workers} workers, no growth over the soak: "
+            f"{memory_end['pss']:.0f} MB -> {'met' if memory_end['pss'] <= 1200 and not grew else 'NOT met'}"
+        )
 
 
 if __name__ == "__main__":

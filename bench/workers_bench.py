@@ -11,31 +11,13 @@ RSS, which counts shared library pages once per process, is shown beside them.
 import argparse
 import os
 import platform
-import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from bench.serve_bench import ROOT, Server, lua_script, multipart, png_bytes, start, wrk
+from bench.serve_bench import ROOT, lua_script, memory_mb, multipart, png_bytes, start, wrk
 from training.data import load_dataset
-
-
-def memory_mb(server: Server) -> dict[str, float]:
-    """PSS, USS and RSS in MB, summed over the server's session (the supervisor, workers and helpers)."""
-    totals = {"pss": 0.0, "uss": 0.0, "rss": 0.0}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) != server.process.pid:  # field 6: session id
-                continue
-            rollup = (stat.parent / "smaps_rollup").read_text()
-        except (OSError, ValueError, IndexError):
-            continue
-        fields = {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+) kB", rollup, re.M)}
-        totals["pss"] += fields.get("Pss", 0) / 1024
-        totals["uss"] += (fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)) / 1024
-        totals["rss"] += fields.get("Rss", 0) / 1024
-    return totals
 
 
 def main() -> None:
@@ -53,7 +35,7 @@ def main() -> None:
         body = multipart([png_bytes(digit)])
         script = lua_script(Path(tmp), "one", body, "multipart/form-data; boundary=saebenchboundary")
         for workers in args.workers:
-            server = start("sae-serve", artifacts, SAE_WORKERS=str(workers))
+            server = start("sae-serve", artifacts, workers)
             try:
                 at_start = memory_mb(server)
                 wrk(f"{server.url}/classify", script, 64, 2)  # warm-up, both workers loaded

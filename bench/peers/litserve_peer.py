@@ -1,4 +1,8 @@
-"""Peer: LitServe with batching on the same checkpoint. `python -m bench.peers.litserve_peer PORT`"""
+"""Peer: LitServe on the same checkpoint. `python -m bench.peers.litserve_peer PORT [WORKERS] [batched|unbatched]`
+
+WORKERS inference workers (`workers_per_device`, default 1), and as many API servers (LitServe's
+default); batched: up to 64 requests a forward, waiting at most 5 ms (default); unbatched: one each.
+"""
 
 import sys
 
@@ -31,6 +35,8 @@ class SAEApi(ls.LitAPI):  # type: ignore[misc]
 
 
 if __name__ == "__main__":
-    api = SAEApi(max_batch_size=64, batch_timeout=0.005, api_path="/classify")
-    server = ls.LitServer(api, accelerator="cpu", workers_per_device=1)
+    workers = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    batched = (sys.argv[3] if len(sys.argv) > 3 else "batched") == "batched"
+    api = SAEApi(max_batch_size=64 if batched else 1, batch_timeout=0.005 if batched else 0.0, api_path="/classify")
+    server = ls.LitServer(api, accelerator="cpu", workers_per_device=workers)
     server.run(host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", generate_client_file=False)
