@@ -4,9 +4,15 @@ With SAE_WORKERS above 1, a supervisor process holds the listening socket and ru
 processes, each a whole service with its own models: it replaces a worker that dies, forwards SIGHUP
 to every worker (each reloads its models), and on SIGTERM lets every worker finish its requests.
 Prometheus metrics are then kept in files that /metrics sums over the workers.
+
+The supervisor imports torch and the app once, then forks the workers (uvicorn would spawn fresh
+interpreters that import everything again): they share those pages copy-on-write, 278 MB less PSS
+with two workers (bench/fork_memory.py). It never runs a forward, starts a thread pool or touches
+CUDA before forking; each worker does all of that itself.
 """
 
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -17,16 +23,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
+import uvicorn.supervisors.multiprocess as uvicorn_multiprocess
+from uvicorn._subprocess import subprocess_started
+from uvicorn.config import Config
 from uvicorn.supervisors import Multiprocess
 
 from service.logs import configure_logging
 from service.settings import SUPERVISOR_ENV, Settings, get_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from multiprocessing.context import ForkProcess
+    from socket import socket
+
     from fastapi import FastAPI
 
-# The supervisor of several workers imports neither torch nor the app: it would hold their memory for nothing.
-# So a process of its own asks torch for the GPU's memory in MiB (0: no usable CUDA).
+# Asking torch about CUDA initialises the CUDA driver, which a forked worker then cannot use, and the worker
+# count is needed before anything is imported: so a process of its own asks for the GPU's memory in MiB
+# (0: no usable CUDA).
 CUDA_PROBE = (
     "import torch; print(torch.cuda.get_device_properties(0).total_memory // 2**20 if torch.cuda.is_available() else 0)"
 )
@@ -109,6 +123,29 @@ class Supervisor(Multiprocess):
                 os.kill(process.pid, signal.SIGHUP)
 
 
+def preload() -> None:
+    """What every worker imports, imported once in the supervisor so that the forked workers share it.
+
+    Importing starts no thread pool and does not initialise CUDA; the workers set their torch threads
+    and load their models after the fork."""
+    import torch  # noqa: F401
+
+    import service.app  # noqa: F401
+
+
+def _forked_worker_started(config: Config, target: "Callable[..., None]", sockets: "list[socket]") -> None:
+    # Until uvicorn installs its own handlers, a worker takes signals the default way, not the supervisor's.
+    for signum in uvicorn_multiprocess.SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    subprocess_started(config, target, sockets, stdin_fileno=None)
+
+
+def forked_subprocess(config: Config, target: "Callable[..., None]", sockets: "list[socket]") -> "ForkProcess":
+    """uvicorn's get_subprocess, forking the supervisor instead of spawning a new interpreter."""
+    fork = multiprocessing.get_context("fork")
+    return fork.Process(target=_forked_worker_started, args=(config, target, sockets))
+
+
 def uvicorn_options(settings: Settings) -> dict[str, object]:
     return {
         "host": settings.host,
@@ -133,6 +170,8 @@ def main() -> None:
     metrics_dir = tempfile.mkdtemp(prefix="sae-metrics-")
     os.environ.update({WORKERS_ENV: str(workers), SUPERVISOR_ENV: str(os.getpid()), METRICS_DIR_ENV: metrics_dir})
     config = uvicorn.Config("service.main:worker_app", factory=True, workers=workers, **uvicorn_options(settings))  # type: ignore[arg-type]
+    preload()
+    uvicorn_multiprocess.get_subprocess = forked_subprocess  # type: ignore[attr-defined,assignment]
     try:
         Supervisor(config, sockets=[config.bind_socket()]).run()
     finally:

@@ -32,7 +32,7 @@ def workers_of(supervisor: int) -> list[int]:
             cmdline = (stat.parent / "cmdline").read_bytes()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        if int(fields[1]) == supervisor and fields[0] != "Z" and b"spawn_main" in cmdline:
+        if int(fields[1]) == supervisor and fields[0] != "Z" and b"resource_tracker" not in cmdline:
             children.append(int(stat.parent.name))
     return sorted(children)
 
