@@ -99,9 +99,13 @@ def worker_app() -> "FastAPI":
 
     from service.app import create_app
 
+    # A forked worker inherits the supervisor's cached settings, read before it set SAE_WORKERS: read them anew.
+    get_settings.cache_clear()
     settings = get_settings()  # uvicorn's own SIGTERM handler is in place by now: leave it be
     configure_logging(settings)
-    torch.set_num_threads(max(1, usable_cores() // max(1, settings.workers)))
+    threads = max(1, usable_cores() // max(1, settings.workers))
+    torch.set_num_threads(threads)
+    logging.getLogger("sae_serve").info("worker of %d: %d torch threads", settings.workers, threads)
     return create_app(settings)
 
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from models import SAEConfig, StackedAutoencoder, save_checkpoint
+from service.main import usable_cores
 from tests.conftest import make_card
 from tests.servers import start_server
 
@@ -99,8 +100,26 @@ def test_metrics_count_every_workers_requests_and_logs_name_the_worker(tiny_arti
         assert [classify_count(url) for _ in range(6)] == [80.0] * 6  # whichever worker answers /metrics
     finally:
         assert stop(process) == 0
-    served_by = {line["pid"] for line in logs.after_stop() if line.get("route") == "/classify"}
+    lines = logs.after_stop()
+    served_by = {line["pid"] for line in lines if line.get("route") == "/classify"}
     assert len(served_by) == 2 and process.pid not in served_by
+    threads = {line["pid"]: line["message"] for line in lines if line["message"].startswith("worker of ")}
+    assert threads == {pid: f"worker of 2: {max(1, usable_cores() // 2)} torch threads" for pid in served_by}
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="on one core the default is one process, with no workers")
+def test_by_default_one_worker_per_core_each_with_its_share_of_the_threads(tiny_artifacts: Path) -> None:
+    cores = usable_cores()
+    process, url = start_server(tiny_artifacts, SAE_WORKERS="0")
+    logs = Logs(process)
+    logs.wait_for_started_workers(cores)
+    try:
+        assert len(workers_of(process.pid)) == cores
+        assert classify_many(url, 8) == [200] * 8
+    finally:
+        assert stop(process) == 0
+    threads = {line["pid"]: line["message"] for line in logs.after_stop() if line["message"].startswith("worker of ")}
+    assert sorted(threads.values()) == [f"worker of {cores}: 1 torch threads"] * cores
 
 
 def test_sighup_and_admin_reload_reach_every_worker(tiny_artifacts: Path) -> None:
