@@ -64,6 +64,7 @@ bench: models
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/serve_bench.py
 	$(BIN)/python -m bench.workers_bench
+	$(BIN)/python bench/fork_memory.py
 
 # On a machine with an NVIDIA GPU: train, check parity, serve and measure there (bench/gpu_check.py).
 gpu-check: models
