@@ -19,7 +19,6 @@ two batches a training stage, 1-second load runs; every check still runs.
 """
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -39,7 +38,7 @@ from typing import Any
 import httpx
 import numpy as np
 import torch
-from PIL import Image
+from serve_bench import BOUNDARY, multipart, png_bytes  # bench/, this script's folder
 
 from models import load_checkpoint, resolve_device, save_checkpoint, to_model_input
 from service import predict
@@ -55,7 +54,6 @@ PROBABILITY_TOLERANCE = 1e-4
 ACCURACY_SLACK = 0.005
 BATCH = 256
 REFERENCE_SUFFIX = "-reference"
-BOUNDARY = "saegpucheckboundary"
 
 
 @dataclass
@@ -349,23 +347,6 @@ def http_accuracy(
                 f"card {100 * card.metrics.test_accuracy:.2f}%",
             )
     return figures
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def multipart(pngs: list[bytes]) -> bytes:
-    parts = [
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{i}.png"\r\n'
-        f"Content-Type: image/png\r\n\r\n".encode()
-        + data
-        + b"\r\n"
-        for i, data in enumerate(pngs)
-    ]
-    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
 
 
 def ceilings(
