@@ -11,6 +11,7 @@ with two workers (bench/fork_memory.py). It never runs a forward, starts a threa
 CUDA before forking; each worker does all of that itself.
 """
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -135,6 +136,9 @@ def preload() -> None:
     import torch  # noqa: F401
 
     import service.app  # noqa: F401
+
+    # The collector then leaves these objects alone: a worker scanning them would copy their pages.
+    gc.freeze()
 
 
 def _forked_worker_started(config: Config, target: "Callable[..., None]", sockets: "list[socket]") -> None:
