@@ -353,72 +353,78 @@ def plot(levels: list[Level], path: Path) -> None:
     fig.savefig(path)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--window", type=float, default=2.0, help="seconds of each measurement window")
-    parser.add_argument("--levels", type=int, nargs="+", default=LEVELS, help="connection counts")
-    parser.add_argument("--servers", nargs="+", choices=SERVERS, default=SERVERS)
-    parser.add_argument("--soak-requests", type=int, default=100_000, help="requests in the memory soak (0: skip)")
-    parser.add_argument("--artifacts", type=Path, default=ROOT / "artifacts", help="trained checkpoints")
-    parser.add_argument("--csv", type=Path, default=ROOT / "docs" / "benchmarks" / "serve_sweep.csv")
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "serve_sweep.png")
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk")
-    from training.data import load_dataset
+@dataclass
+class SaeServeFigures:
+    """sae-serve at its defaults: the batch paths, and memory before and after a soak."""
 
-    data = load_dataset("mnist")
-    pixels = data.test_images[:256].numpy()
-    pngs = [png_bytes(p) for p in pixels]
-    levels: list[Level] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        content_type = f"multipart/form-data; boundary={BOUNDARY}"
-        one = lua_script(folder, "one", multipart(pngs[:1]), content_type)
-        batch_png = lua_script(folder, "batch_png", multipart(pngs), content_type)
-        batch_raw = lua_script(folder, "batch_raw", pixels.tobytes(), "application/octet-stream")
+    workers: int
+    raw: Level
+    png: Level
+    memory_start: dict[str, float]
+    memory_warm: dict[str, float]
+    memory_end: dict[str, float]
+    soaked: int
+    soak_errors: int
 
-        for name in args.servers:
-            server = start(name, args.artifacts)
-            try:
-                wrk(f"{server.url}/classify", one, 64, 2)  # warm-up: every worker has answered
-                for connections in args.levels:
-                    level = measure_level(server, one, connections, args.window)
-                    levels.append(level)
-                    print(
-                        f"{name} ({server.workers} workers), {connections} connections: "
-                        f"{level.requests_per_s:,.0f} req/s, p50 {level.p50_ms:.2f} ms, p99 {level.p99_ms:.2f} ms, "
-                        f"{level.windows} windows{'' if level.stable else ' (not stable)'}, {level.errors} errors",
-                        flush=True,
-                    )
-            finally:
-                server.stop()
 
-        server = start("sae-serve", args.artifacts)
+def sweep(names: list[str], artifacts: Path, one: Path, levels: list[int], window: float) -> list[Level]:
+    """Every server in turn, alone, at every concurrency level."""
+    measured: list[Level] = []
+    for name in names:
+        server = start(name, artifacts)
         try:
-            memory_start = memory_mb(server)
-            raw = measure_level(server, batch_raw, 8, args.window)
-            png = measure_level(server, batch_png, 8, args.window)
-            soaked, soak_errors = 0, 0
-            wrk(f"{server.url}/classify", one, 64, 3)
-            memory_warm = memory_mb(server)
-            while soaked < args.soak_requests:
-                cell = wrk(f"{server.url}/classify", one, 64, 15)
-                soaked += cell.requests
-                soak_errors += cell.errors
-            memory_end = memory_mb(server)
-            sae_workers = server.workers
+            wrk(f"{server.url}/classify", one, 64, 2)  # warm-up: every worker has answered
+            for connections in levels:
+                level = measure_level(server, one, connections, window)
+                measured.append(level)
+                print(
+                    f"{name} ({server.workers} workers), {connections} connections: "
+                    f"{level.requests_per_s:,.0f} req/s, p50 {level.p50_ms:.2f} ms, p99 {level.p99_ms:.2f} ms, "
+                    f"{level.windows} windows{'' if level.stable else ' (not stable)'}, {level.errors} errors",
+                    flush=True,
+                )
         finally:
             server.stop()
-    ceiling = ceilings(args.artifacts, pngs)
+    return measured
 
-    args.csv.parent.mkdir(parents=True, exist_ok=True)
-    with args.csv.open("w", newline="") as f:
+
+def batches_and_memory(
+    artifacts: Path, scripts: tuple[Path, Path, Path], window: float, soak_requests: int
+) -> SaeServeFigures:
+    one, batch_raw, batch_png = scripts
+    server = start("sae-serve", artifacts)
+    try:
+        memory_start = memory_mb(server)
+        raw = measure_level(server, batch_raw, 8, window)
+        png = measure_level(server, batch_png, 8, window)
+        soaked, soak_errors = 0, 0
+        wrk(f"{server.url}/classify", one, 64, 3)
+        memory_warm = memory_mb(server)
+        while soaked < soak_requests:
+            cell = wrk(f"{server.url}/classify", one, 64, 15)
+            soaked += cell.requests
+            soak_errors += cell.errors
+        return SaeServeFigures(
+            server.workers, raw, png, memory_start, memory_warm, memory_mb(server), soaked, soak_errors
+        )
+    finally:
+        server.stop()
+
+
+def write_csv(levels: list[Level], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(asdict(levels[0])))
         writer.writeheader()
         for level in levels:
             writer.writerow({k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(level).items()})
-    plot(levels, args.plot)
+
+
+def report(args: argparse.Namespace, levels: list[Level], ceiling: dict[str, float], ours: SaeServeFigures) -> None:
+    """The tables and the goals, as the README shows them."""
+    raw, png, sae_workers = ours.raw, ours.png, ours.workers
+    memory_start, memory_warm, memory_end = ours.memory_start, ours.memory_warm, ours.memory_end
+    soaked, soak_errors = ours.soaked, ours.soak_errors
 
     print()
     print(
@@ -493,6 +499,39 @@ def main() -> None:
             f"goal, PSS <= 1,200 MB with both models and {sae_workers} workers, no growth over the soak: "
             f"{memory_end['pss']:.0f} MB -> {'met' if memory_end['pss'] <= 1200 and not grew else 'NOT met'}"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--window", type=float, default=2.0, help="seconds of each measurement window")
+    parser.add_argument("--levels", type=int, nargs="+", default=LEVELS, help="connection counts")
+    parser.add_argument("--servers", nargs="+", choices=SERVERS, default=SERVERS)
+    parser.add_argument("--soak-requests", type=int, default=100_000, help="requests in the memory soak (0: skip)")
+    parser.add_argument("--artifacts", type=Path, default=ROOT / "artifacts", help="trained checkpoints")
+    parser.add_argument("--csv", type=Path, default=ROOT / "docs" / "benchmarks" / "serve_sweep.csv")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "serve_sweep.png")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    from training.data import load_dataset
+
+    data = load_dataset("mnist")
+    pixels = data.test_images[:256].numpy()
+    pngs = [png_bytes(p) for p in pixels]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        content_type = f"multipart/form-data; boundary={BOUNDARY}"
+        one = lua_script(folder, "one", multipart(pngs[:1]), content_type)
+        batch_png = lua_script(folder, "batch_png", multipart(pngs), content_type)
+        batch_raw = lua_script(folder, "batch_raw", pixels.tobytes(), "application/octet-stream")
+
+        levels = sweep(args.servers, args.artifacts, one, args.levels, args.window)
+        ours = batches_and_memory(args.artifacts, (one, batch_raw, batch_png), args.window, args.soak_requests)
+    ceiling = ceilings(args.artifacts, pngs)
+
+    write_csv(levels, args.csv)
+    plot(levels, args.plot)
+    report(args, levels, ceiling, ours)
 
 
 if __name__ == "__main__":
