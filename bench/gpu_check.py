@@ -24,7 +24,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from typing import Any
 import httpx
 import numpy as np
 import torch
-from serve_bench import BOUNDARY, multipart, png_bytes  # bench/, this script's folder
+from serve_bench import BOUNDARY, free_port, multipart, png_bytes, session_pids  # bench/, this script's folder
 
 from models import load_checkpoint, resolve_device, save_checkpoint, to_model_input
 from service import predict
@@ -188,12 +187,6 @@ def parity(
     return figures
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     """`sae-serve` (python -m service.main) on a free loopback port, in its own process group."""
 
@@ -256,16 +249,7 @@ class Server:
         return self.log_path.read_text(errors="replace")[-3000:]
 
     def pids(self) -> set[int]:
-        """The server's processes: everything in the session it leads (read from /proc, no pgrep needed)."""
-        found = {self.process.pid}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[3]) == self.process.pid:  # the session id, after state, ppid and pgrp
-                found.add(int(stat.parent.name))
-        return found
+        return session_pids(self.process.pid)
 
     def stop(self) -> None:
         try:

@@ -234,15 +234,25 @@ class Server:
             self.process.wait()
 
 
-def memory_mb(server: Server) -> dict[str, float]:
-    """PSS, USS and RSS in MB, summed over the server's session (the supervisor, workers and helpers)."""
-    totals = {"pss": 0.0, "uss": 0.0, "rss": 0.0}
+def session_pids(leader: int) -> set[int]:
+    """Every process in the session `leader` started (read from /proc: the supervisor, workers and helpers)."""
+    found = {leader}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) != server.process.pid:  # field 6: session id
-                continue
-            rollup = (stat.parent / "smaps_rollup").read_text()
+            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == leader:  # field 6: session id
+                found.add(int(stat.parent.name))
         except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def memory_mb(server: Server) -> dict[str, float]:
+    """PSS, USS and RSS in MB, summed over the server's session."""
+    totals = {"pss": 0.0, "uss": 0.0, "rss": 0.0}
+    for pid in session_pids(server.process.pid):
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
             continue
         fields = {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+) kB", rollup, re.M)}
         totals["pss"] += fields.get("Pss", 0) / 1024

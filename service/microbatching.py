@@ -174,7 +174,7 @@ class ModelBatchers:
         self, settings: Settings, observe: Callable[[str, str], Callable[[int, float, float], None]] | None = None
     ) -> None:
         self.settings = settings
-        self.observe = observe  # (model, operation) -> callback(images, seconds waited) for each forward
+        self.observe = observe  # (model, operation) -> callback(images, seconds waited, seconds computed)
         # One thread: forwards run one at a time, each using torch's own intra-op threads.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
         self._batchers: dict[tuple[str, str, int], tuple[ServedModel, MicroBatcher[Any]]] = {}
