@@ -29,6 +29,7 @@ from uvicorn._subprocess import subprocess_started
 from uvicorn.config import Config
 from uvicorn.supervisors import Multiprocess
 
+from service.http1 import OneWriteHttpToolsProtocol
 from service.logs import configure_logging
 from service.settings import SUPERVISOR_ENV, Settings, get_settings
 
@@ -162,6 +163,7 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
         "timeout_graceful_shutdown": settings.graceful_shutdown_s,
         "log_config": None,  # uvicorn's loggers go through the service's handler
         "access_log": False,  # the service writes its own access line for each request
+        "http": OneWriteHttpToolsProtocol,  # a response's head and body in one send (service/http1.py)
     }
 
 
