@@ -1,4 +1,9 @@
-"""Checkpoint = model.safetensors (weights) + card.json (everything needed to rebuild and judge it)."""
+"""Checkpoint = model.safetensors (weights) + card.json (everything needed to rebuild and judge it).
+
+A model's folder holds its versions: `<model>/<version>/` with integer versions, each a checkpoint.
+A checkpoint at the top of the model's folder (`<model>/card.json`, the layout before versions) is
+version 1 of that model, so folders written before versions existed keep working.
+"""
 
 import hashlib
 import json
@@ -42,6 +47,39 @@ def save_checkpoint(model: StackedAutoencoder, card: ModelCard, directory: Path)
     return written
 
 
+def is_checkpoint(directory: Path) -> bool:
+    return (directory / CARD_FILE).exists() or (directory / WEIGHTS_FILE).exists()
+
+
+def checkpoint_versions(model_dir: Path) -> dict[int, Path]:
+    """The model's versions and their folders: numbered subfolders holding a checkpoint, and version 1 the
+    folder itself when it holds one at its top (the flat layout) and has no folder `1/`."""
+    if not model_dir.is_dir():
+        return {}
+    versions = {
+        int(child.name): child
+        for child in model_dir.iterdir()
+        if child.name.isascii()
+        and child.name.isdigit()
+        and child.name == str(int(child.name))
+        and child.is_dir()
+        and is_checkpoint(child)
+    }
+    if 1 not in versions and is_checkpoint(model_dir):
+        versions[1] = model_dir
+    return dict(sorted(versions.items()))
+
+
+def next_version_dir(model_dir: Path) -> Path:
+    """Where the model's next version goes: one past its highest, never over an existing one."""
+    taken = (
+        [int(child.name) for child in model_dir.iterdir() if child.name.isascii() and child.name.isdigit()]
+        if model_dir.is_dir()
+        else []
+    )
+    return model_dir / str(max([*taken, *checkpoint_versions(model_dir)], default=0) + 1)
+
+
 def read_card(directory: Path) -> ModelCard:
     card_path = directory / CARD_FILE
     if not card_path.is_file():
@@ -54,8 +92,13 @@ def read_card(directory: Path) -> ModelCard:
 
 
 def load_checkpoint(directory: Path | str, device: torch.device | str = "cpu") -> LoadedCheckpoint:
-    """Rebuild the model from the card alone, after checking the weights against the card's sha256."""
+    """Rebuild the model from the card alone, after checking the weights against the card's sha256.
+
+    `directory` is a checkpoint, or a model's folder of versions, which stands for its newest version."""
     directory = Path(directory)
+    versions = checkpoint_versions(directory)
+    if versions:
+        directory = versions[max(versions)]  # the folder itself where it is a checkpoint with no later version
     card = read_card(directory)
     weights = directory / card.weights_file
     if not weights.is_file():

@@ -14,8 +14,8 @@ from service.errors import NoModelLoaded, add_error_handlers
 from service.inputs import Limits
 from service.microbatching import ModelBatchers
 from service.observability import AccessMiddleware, Metrics
-from service.registry import ModelStore
-from service.routes import admin, demo, inference, meta, v2
+from service.registry import ModelStore, Policies
+from service.routes import admin, demo, inference, meta, repository, v2
 from service.routes.docs import add_docs
 from service.security import ApiKeyMiddleware
 from service.settings import Settings, get_settings
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.max_json_bytes,
         settings.max_json_depth,
     )
-    app.state.store = ModelStore(settings.artifacts_dir, settings.device)
+    app.state.store = ModelStore(settings.artifacts_dir, settings.device, Policies.parse(settings.version_policy))
     app.state.metrics = Metrics()
     app.add_middleware(
         ApiKeyMiddleware,
@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "X-Reconstruction-Error", "X-Image-Count"],
+            expose_headers=["X-Request-ID", "X-Reconstruction-Error", "X-Image-Count", "X-Model-Version"],
         )
     app.add_middleware(AccessMiddleware, metrics=app.state.metrics)  # outermost: every answer is counted and logged
     add_error_handlers(app)
@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(meta.router)
     app.include_router(admin.router)
     app.include_router(v2.router)
+    app.include_router(repository.router)
     app.include_router(demo.router)
     add_docs(app)
     return app

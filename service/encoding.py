@@ -47,7 +47,7 @@ def negotiate(accept: str | None, offered: list[str]) -> str:
 
 
 def classification_json(
-    model: str, result: Classification, class_names: list[str], top_k: int, threshold: float
+    model: str, version: int, result: Classification, class_names: list[str], top_k: int, threshold: float
 ) -> dict[str, object]:
     probabilities = result.probabilities
     top = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k].tolist()  # (N, k), one sort for the batch
@@ -66,7 +66,7 @@ def classification_json(
                 "in_distribution": error <= threshold,
             }
         )
-    return {"model": model, "predictions": predictions}
+    return {"model": model, "model_version": version, "predictions": predictions}
 
 
 def png_strip(pixels: NDArray[np.uint8]) -> bytes:
@@ -77,9 +77,10 @@ def png_strip(pixels: NDArray[np.uint8]) -> bytes:
     return buffer.getvalue()
 
 
-def reconstruction_json(model: str, result: Reconstructions) -> dict[str, object]:
+def reconstruction_json(model: str, version: int, result: Reconstructions) -> dict[str, object]:
     return {
         "model": model,
+        "model_version": version,
         "reconstructions": [
             {"pixels": pixels, "reconstruction_error": error}
             for pixels, error in zip(result.pixels.tolist(), result.reconstruction_errors.tolist(), strict=True)
@@ -93,5 +94,11 @@ def npy_bytes(array: Floats) -> bytes:
     return buffer.getvalue()
 
 
-def embedding_json(model: str, layer: int, embeddings: Floats) -> dict[str, object]:
-    return {"model": model, "layer": layer, "dimension": int(embeddings.shape[1]), "embeddings": embeddings.tolist()}
+def embedding_json(model: str, version: int, layer: int, embeddings: Floats) -> dict[str, object]:
+    return {
+        "model": model,
+        "model_version": version,
+        "layer": layer,
+        "dimension": int(embeddings.shape[1]),
+        "embeddings": embeddings.tolist(),
+    }

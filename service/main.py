@@ -31,7 +31,7 @@ from uvicorn.supervisors import Multiprocess
 
 from service.http1 import OneWriteHttpToolsProtocol
 from service.logs import configure_logging
-from service.settings import SUPERVISOR_ENV, Settings, get_settings
+from service.settings import REPOSITORY_STATE_ENV, SUPERVISOR_ENV, Settings, get_settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -178,7 +178,14 @@ def main() -> None:
         uvicorn.run(create_app(settings), **uvicorn_options(settings))  # type: ignore[arg-type]
         return
     metrics_dir = tempfile.mkdtemp(prefix="sae-metrics-")
-    os.environ.update({WORKERS_ENV: str(workers), SUPERVISOR_ENV: str(os.getpid()), METRICS_DIR_ENV: metrics_dir})
+    os.environ.update(
+        {
+            WORKERS_ENV: str(workers),
+            SUPERVISOR_ENV: str(os.getpid()),
+            METRICS_DIR_ENV: metrics_dir,
+            REPOSITORY_STATE_ENV: str(Path(metrics_dir) / "repository.json"),
+        }
+    )
     config = uvicorn.Config("service.main:worker_app", factory=True, workers=workers, **uvicorn_options(settings))  # type: ignore[arg-type]
     preload()
     uvicorn_multiprocess.get_subprocess = forked_subprocess  # type: ignore[attr-defined,assignment]

@@ -4,8 +4,12 @@ Inputs: one tensor `images`, UINT8 (0-255) or FP32 (0-1, rounded to the nearest 
 JSON floats), shape [N, 28, 28] or [N, 784], as JSON `data` or as binary tensor data after the JSON
 header (the binary tensor data extension). Outputs, all by default or as the request's `outputs` names:
 probabilities, label, embedding, reconstruction, reconstruction_error, each as JSON or binary data.
+
+The tensor checks (image_tensor, raw_values, tensor_pixels, output_names) and the outputs (output_tensors)
+serve the gRPC service too (service/grpc_inference.py), so that both protocols accept and answer the same.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +25,7 @@ from service.predict import AllOutputs
 INPUT_NAME = "images"
 HEADER_LENGTH = "inference-header-content-length"
 DATATYPES = {"UINT8": np.uint8, "FP32": np.float32, "INT64": np.int64}
+INPUT_DATATYPES = ("UINT8", "FP32")
 
 
 @dataclass(frozen=True)
@@ -47,12 +52,14 @@ def output_metadata(classes: int, code_dim: int) -> list[dict[str, Any]]:
 
 
 OUTPUT_NAMES = tuple(output["name"] for output in output_metadata(0, 0))
+OUTPUT_DATATYPES = {output["name"]: output["datatype"] for output in output_metadata(0, 0)}
+OUTPUTS_HINT = f"outputs must be named from {', '.join(OUTPUT_NAMES)}"
 
 
-def model_metadata(name: str, version: str, class_names: list[str], code_dim: int) -> dict[str, Any]:
+def model_metadata(name: str, versions: list[str], class_names: list[str], code_dim: int) -> dict[str, Any]:
     return {
         "name": name,
-        "versions": [version],
+        "versions": versions,
         "platform": "pytorch",
         "inputs": [{"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, IMAGE_SIDE, IMAGE_SIDE]}],
         "outputs": output_metadata(len(class_names), code_dim),
@@ -76,46 +83,90 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
     return header, body[end:]
 
 
+@dataclass(frozen=True)
+class ImageTensor:
+    """An `images` input whose name, datatype, shape and image count have been checked."""
+
+    datatype: str  # UINT8 or FP32
+    shape: list[int]  # [N, 28, 28] or [N, 784]
+
+    @property
+    def count(self) -> int:
+        return self.shape[0]
+
+    @property
+    def values(self) -> int:
+        return self.count * IMAGE_SIDE * IMAGE_SIDE
+
+
+def image_tensor(name: object, datatype: object, shape: object, limits: Limits) -> ImageTensor:
+    """The one check of an input tensor's name, datatype, shape and image count, for REST and gRPC alike."""
+    if name != INPUT_NAME:
+        raise UndecodableInput(f"unknown input {name!r}; the input is '{INPUT_NAME}'")
+    if datatype not in INPUT_DATATYPES:
+        raise UndecodableInput(f"input datatype {datatype!r} is not accepted; send UINT8 (0-255) or FP32 (0-1)")
+    side = IMAGE_SIDE * IMAGE_SIDE
+    dims: list[int] = shape if isinstance(shape, list) else []
+    valid_shape = bool(dims) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims)
+    if not valid_shape or dims[1:] not in ([IMAGE_SIDE, IMAGE_SIDE], [side]) or dims[0] < 1:
+        raise UndecodableInput(f"input shape {shape} is not accepted; send [N, 28, 28] or [N, 784] with N >= 1")
+    check_count(dims[0], limits)
+    return ImageTensor(str(datatype), dims)
+
+
+def raw_values(tensor: ImageTensor, blob: bytes, what: str) -> NDArray[Any]:
+    """The tensor's values from its raw bytes (row-major, no padding), refused unless they fill its shape exactly."""
+    dtype = np.dtype(DATATYPES[tensor.datatype])
+    size = tensor.values * dtype.itemsize
+    if len(blob) != size:
+        raise UndecodableInput(f"{what} does not match the shape {tensor.shape} of {tensor.datatype} ({size} bytes)")
+    return np.frombuffer(blob, dtype=dtype)
+
+
+def tensor_pixels(tensor: ImageTensor, values: NDArray[Any], what: str) -> Batch:
+    """The tensor's values as (N, 28, 28) pixels, through the one pixel check of the service (to_pixels)."""
+    if values.size != tensor.values:
+        raise UndecodableInput(f"{what} holds {values.size} values; shape {tensor.shape} needs {tensor.values}")
+    scale: PixelScale = "float" if tensor.datatype == "FP32" else "uint8"
+    pixels = to_pixels(values, scale, f"for datatype {tensor.datatype}", "send datatype FP32 for values in [0, 1]")
+    return pixels.reshape(tensor.count, IMAGE_SIDE, IMAGE_SIDE)
+
+
 def input_pixels(header: dict[str, Any], binary: bytes, limits: Limits) -> Batch:
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise UndecodableInput(f"request needs exactly one input tensor, named '{INPUT_NAME}'")
-    tensor = inputs[0]
-    if tensor.get("name") != INPUT_NAME:
-        raise UndecodableInput(f"unknown input {tensor.get('name')!r}; the input is '{INPUT_NAME}'")
-    datatype, raw_shape = tensor.get("datatype"), tensor.get("shape")
-    if datatype not in ("UINT8", "FP32"):
-        raise UndecodableInput(f"input datatype {datatype!r} is not accepted; send UINT8 (0-255) or FP32 (0-1)")
-    side = IMAGE_SIDE * IMAGE_SIDE
-    shape: list[int] = raw_shape if isinstance(raw_shape, list) else []
-    valid_shape = bool(shape) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-    if not valid_shape or shape[1:] not in ([IMAGE_SIDE, IMAGE_SIDE], [side]) or shape[0] < 1:
-        raise UndecodableInput(f"input shape {raw_shape} is not accepted; send [N, 28, 28] or [N, 784] with N >= 1")
-    count = shape[0]
-    check_count(count, limits)
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    given = inputs[0]
+    tensor = image_tensor(given.get("name"), given.get("datatype"), given.get("shape"), limits)
+    size = (given.get("parameters") or {}).get("binary_data_size")
     if size is not None:
-        if len(binary) != size or size != count * side * np.dtype(DATATYPES[datatype]).itemsize:
-            raise UndecodableInput(f"binary_data_size {size} does not match the shape {shape} of {datatype}")
-        array: NDArray[Any] = np.frombuffer(binary, dtype=DATATYPES[datatype])
-    else:
-        data = tensor.get("data")
-        try:
-            array = np.asarray(data if isinstance(data, list) else [], dtype=None).reshape(-1)
-        except (ValueError, TypeError) as e:
-            raise UndecodableInput(f"input data must be a flat or nested list of {datatype} numbers: {e}") from e
-    if array.size != count * side:
-        raise UndecodableInput(f"input data holds {array.size} values; shape {shape} needs {count * side}")
-    scale: PixelScale = "float" if datatype == "FP32" else "uint8"
-    pixels = to_pixels(array, scale, f"for datatype {datatype}", "send datatype FP32 for values in [0, 1]")
-    return pixels.reshape(count, IMAGE_SIDE, IMAGE_SIDE)
+        if len(binary) != size:
+            raise UndecodableInput(f"binary_data_size {size} does not match the {len(binary)} bytes after the JSON")
+        return tensor_pixels(tensor, raw_values(tensor, binary, f"binary_data_size {size}"), "input data")
+    data = given.get("data")
+    try:
+        values = np.asarray(data if isinstance(data, list) else [], dtype=None).reshape(-1)
+    except (ValueError, TypeError) as e:
+        raise UndecodableInput(f"input data must be a flat or nested list of {tensor.datatype} numbers: {e}") from e
+    return tensor_pixels(tensor, values, "input data")
+
+
+def output_names(names: Sequence[object]) -> tuple[str, ...]:
+    """The outputs a request names, checked, in its order; every output when it names none."""
+    if not all(name in OUTPUT_NAMES for name in names):
+        raise UndecodableInput(OUTPUTS_HINT)
+    return tuple(str(name) for name in names) or OUTPUT_NAMES
 
 
 def requested_outputs(header: dict[str, Any]) -> tuple[RequestedOutput, ...]:
     wanted = header.get("outputs") or [{"name": name} for name in OUTPUT_NAMES]
-    if not isinstance(wanted, list) or not all(isinstance(o, dict) and o.get("name") in OUTPUT_NAMES for o in wanted):
-        raise UndecodableInput(f"outputs must be named from {', '.join(OUTPUT_NAMES)}")
-    return tuple(RequestedOutput(o["name"], bool((o.get("parameters") or {}).get("binary_data"))) for o in wanted)
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
+        raise UndecodableInput(OUTPUTS_HINT)
+    names = output_names([o.get("name") for o in wanted])
+    return tuple(
+        RequestedOutput(name, bool((o.get("parameters") or {}).get("binary_data")))
+        for name, o in zip(names, wanted, strict=True)
+    )
 
 
 def parse_infer_request(body: bytes, header_length: str | None, limits: Limits) -> InferRequest:
@@ -124,11 +175,9 @@ def parse_infer_request(body: bytes, header_length: str | None, limits: Limits) 
     return InferRequest(pixels, requested_outputs(header), header.get("id"))
 
 
-def encode_infer_response(
-    model_name: str, version: str, result: AllOutputs, request: InferRequest
-) -> tuple[bytes, int | None]:
-    """The answer's bytes, and the JSON part's length when binary outputs follow it (else None)."""
-    count = len(request.pixels)
+def output_tensors(result: AllOutputs, names: tuple[str, ...]) -> list[tuple[str, str, NDArray[Any]]]:
+    """(name, datatype, row-major array) of each named output, in the order named: what REST and gRPC answer."""
+    count = len(result.probabilities)
     values: dict[str, NDArray[Any]] = {
         "probabilities": result.probabilities,
         "label": result.probabilities.argmax(1).astype(np.int64),
@@ -136,12 +185,17 @@ def encode_infer_response(
         "reconstruction": result.reconstructions.reshape(count, IMAGE_SIDE, IMAGE_SIDE),
         "reconstruction_error": result.reconstruction_errors,
     }
-    datatypes = {o["name"]: o["datatype"] for o in output_metadata(0, 0)}
+    return [(name, OUTPUT_DATATYPES[name], np.ascontiguousarray(values[name])) for name in names]
+
+
+def encode_infer_response(
+    model_name: str, version: str, result: AllOutputs, request: InferRequest
+) -> tuple[bytes, int | None]:
+    """The answer's bytes, and the JSON part's length when binary outputs follow it (else None)."""
     outputs, blobs = [], []
-    for requested in request.outputs:
-        array = np.ascontiguousarray(values[requested.name])
-        entry: dict[str, Any] = {"name": requested.name, "datatype": datatypes[requested.name]}
-        entry["shape"] = list(array.shape)
+    tensors = output_tensors(result, tuple(o.name for o in request.outputs))
+    for requested, (name, datatype, array) in zip(request.outputs, tensors, strict=True):
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if requested.binary:
             blob = array.tobytes()
             entry["parameters"] = {"binary_data_size": len(blob)}

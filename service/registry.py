@@ -1,22 +1,47 @@
-"""The models the service holds: loaded from the artifacts folder, verified against their cards, warmed up.
+"""The models the service holds: their versions, loaded from the artifacts folder, verified, warmed up.
 
 Every folder of the artifacts folder that holds a checkpoint is a model, named after the folder: a
 checkpoint of any 28x28 data set is served with the class names and framing its card gives, with no
-code change. Folders whose names start with a dot (staging areas) are not read.
+code change. A model's versions are its numbered subfolders (`mnist/1/`, `mnist/2/`); a checkpoint at
+the top of the folder, the layout before versions, is version 1. Folders whose names start with a dot
+(staging areas) are not read.
+
+Which versions are loaded: each model's version policy (`latest N`, `all`, `specific V...`; settings),
+changed at run time by the model repository API. Loading a model without a version loads its policy's
+versions afresh, as Triton does; unloading it unloads every version. Loading or unloading one version
+(an extension of Triton's API) adds it beside the others or takes it away. A request that names no
+version gets the newest loaded one, so unloading the newest version rolls back to the one before.
 """
 
 import asyncio
+import fcntl
+import json
 import logging
+import os
+import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from starlette.concurrency import run_in_threadpool
 
 from models import CheckpointError, ModelCard, StackedAutoencoder, load_checkpoint, resolve_device
-from models.checkpoint import CARD_FILE, WEIGHTS_FILE
+from models.checkpoint import checkpoint_versions
+from service.errors import InputError, NotFound, UndecodableInput
+from service.settings import REPOSITORY_STATE_ENV, SUPERVISOR_ENV
 
 log = logging.getLogger("sae_serve")
+
+# How long a load or unload waits for the other workers to apply it before answering.
+WORKERS_APPLY_TIMEOUT_S = 30.0
+
+
+class LoadFailed(InputError):
+    """A repository load that did not load what it asked for; nothing served changed."""
+
+    status_code = 400
 
 
 @dataclass
@@ -25,6 +50,8 @@ class ServedModel:
     model: StackedAutoencoder
     card: ModelCard
     device: torch.device
+    version: int = 1
+    path: Path | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -35,10 +62,105 @@ class ServedModel:
         return self.card.error_threshold
 
 
+@dataclass(frozen=True)
+class VersionPolicy:
+    kind: Literal["latest", "all", "specific"]
+    count: int = 1
+    versions: tuple[int, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> "VersionPolicy":
+        """`latest:N`, `all` or `specific:V:V...`."""
+        kind, _, rest = text.strip().partition(":")
+        numbers = rest.split(":") if rest else []
+        if not all(n.isascii() and n.isdigit() and int(n) > 0 for n in numbers):
+            raise ValueError(f"version policy {text!r}: versions and counts are whole numbers from 1")
+        if kind == "latest" and len(numbers) <= 1:
+            return cls("latest", count=int(numbers[0]) if numbers else 1)
+        if kind == "all" and not numbers:
+            return cls("all")
+        if kind == "specific" and numbers:
+            return cls("specific", versions=tuple(sorted({int(n) for n in numbers})))
+        raise ValueError(f"version policy {text!r} is not latest:N, all or specific:V[:V...]")
+
+    def choose(self, available: list[int]) -> list[int]:
+        """The versions this policy serves, of those on disk (a specific version missing from disk included)."""
+        if self.kind == "latest":
+            return sorted(available)[-self.count :]
+        if self.kind == "all":
+            return sorted(available)
+        return list(self.versions)
+
+    def __str__(self) -> str:
+        if self.kind == "latest":
+            return f"latest:{self.count}"
+        return "all" if self.kind == "all" else "specific:" + ":".join(map(str, self.versions))
+
+
+@dataclass(frozen=True)
+class Policies:
+    default: VersionPolicy
+    per_model: dict[str, VersionPolicy]
+
+    @classmethod
+    def parse(cls, entries: list[str]) -> "Policies":
+        """`[model=]policy` entries; one without a model is the default (latest:1 when none is given)."""
+        default, per_model = VersionPolicy("latest"), {}
+        for entry in entries:
+            model, equals, policy = entry.rpartition("=")
+            if equals and not model.strip():
+                raise ValueError(f"version policy {entry!r}: name the model before '='")
+            parsed = VersionPolicy.parse(policy)
+            if model.strip():
+                per_model[model.strip()] = parsed
+            else:
+                default = parsed
+        return cls(default, per_model)
+
+    def of(self, model: str) -> VersionPolicy:
+        return self.per_model.get(model, self.default)
+
+
+@dataclass
+class Plan:
+    """A model's repository changes on top of its policy: unloaded whole, or versions added or taken away."""
+
+    unloaded: bool = False
+    added: set[int] = field(default_factory=set)
+    removed: set[int] = field(default_factory=set)
+
+    def wanted(self, policy: VersionPolicy, available: list[int]) -> list[int]:
+        if self.unloaded:
+            return []
+        return sorted((set(policy.choose(available)) | self.added) - self.removed)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"unloaded": self.unloaded, "added": sorted(self.added), "removed": sorted(self.removed)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, object]) -> "Plan":
+        added, removed = raw.get("added", []), raw.get("removed", [])
+        assert isinstance(added, list) and isinstance(removed, list)
+        return cls(bool(raw.get("unloaded")), {int(v) for v in added}, {int(v) for v in removed})
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    name: str
+    version: int
+    state: Literal["READY", "UNAVAILABLE"]
+    reason: str
+
+
 @dataclass
 class Registry:
-    models: dict[str, ServedModel] = field(default_factory=dict)
-    failures: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, dict[int, ServedModel]] = field(default_factory=dict)  # every loaded version
+    failures: dict[str, str] = field(default_factory=dict)  # models of which no version is loaded, and why
+    index: list[IndexEntry] = field(default_factory=list)  # every version on disk or asked for, with its state
+    models: dict[str, ServedModel] = field(init=False)  # each model's newest loaded version: what requests get
+
+    def __post_init__(self) -> None:
+        self.models = {name: loaded[max(loaded)] for name, loaded in sorted(self.versions.items()) if loaded}
 
     @property
     def ready(self) -> bool:
@@ -50,52 +172,113 @@ class Registry:
         return sorted(set(self.models) | set(self.failures))
 
 
-def checkpoint_folders(artifacts_dir: Path) -> list[Path]:
+def model_folders(artifacts_dir: Path) -> dict[str, dict[int, Path]]:
+    """Every model in the artifacts folder and its versions' folders."""
     if not artifacts_dir.is_dir():
-        return []
-    return sorted(
-        folder
+        return {}
+    found = {
+        folder.name: checkpoint_versions(folder)
         for folder in artifacts_dir.iterdir()
-        if folder.is_dir()
-        and not folder.name.startswith(".")
-        and ((folder / CARD_FILE).exists() or (folder / WEIGHTS_FILE).exists())
-    )
+        if folder.is_dir() and not folder.name.startswith(".")
+    }
+    return {name: versions for name, versions in sorted(found.items()) if versions}
 
 
-def load_models(artifacts_dir: Path, device: torch.device) -> Registry:
-    """Load every checkpoint found; a model that fails is recorded with its reason, the others serve."""
-    registry = Registry()
-    for directory in checkpoint_folders(artifacts_dir):
-        name = directory.name
-        try:
-            checkpoint = load_checkpoint(directory, device)
-        except CheckpointError as e:
-            registry.failures[name] = str(e)
-            log.error("model %s not loaded: %s", name, e)
-            continue
-        served = ServedModel(name, checkpoint.model, checkpoint.card, device)
-        with torch.inference_mode():
-            warm = torch.zeros(1, served.model.config.input_dim, device=device)
-            served.model.classify(warm)
-            served.model.reconstruct(warm)
-        registry.models[name] = served
-        log.info("model %s loaded on %s (sha256 %s)", name, device, checkpoint.card.weights_sha256[:12])
-    return registry
+def load_version(name: str, version: int, directory: Path, device: torch.device) -> ServedModel:
+    checkpoint = load_checkpoint(directory, device)
+    served = ServedModel(name, checkpoint.model, checkpoint.card, device, version, directory)
+    with torch.inference_mode():
+        warm = torch.zeros(1, served.model.config.input_dim, device=device)
+        served.model.classify(warm)
+        served.model.reconstruct(warm)
+    log.info("model %s version %d loaded on %s (sha256 %s)", name, version, device, checkpoint.card.weights_sha256[:12])
+    return served
+
+
+def load_models(
+    artifacts_dir: Path,
+    device: torch.device,
+    policies: Policies | None = None,
+    plans: dict[str, Plan] | None = None,
+    reuse: Registry | None = None,
+) -> Registry:
+    """Load the versions each model's policy and plan ask for; a version that fails is recorded with its reason,
+    the others serve. Versions loaded in `reuse` from the same folder are taken from it, not read again."""
+    policies = policies or Policies.parse([])
+    plans = plans or {}
+    versions: dict[str, dict[int, ServedModel]] = {}
+    failures: dict[str, str] = {}
+    index: list[IndexEntry] = []
+    for name, folders in model_folders(artifacts_dir).items():
+        plan = plans.get(name, Plan())
+        wanted = plan.wanted(policies.of(name), list(folders))
+        loaded: dict[int, ServedModel] = {}
+        reasons: dict[int, str] = {}
+        for version in sorted(set(folders) | set(wanted)):
+            if version not in wanted:
+                why = "unloaded through the repository API" if plan.unloaded or version in plan.removed else ""
+                reasons[version] = why or f"not in the version policy {policies.of(name)}"
+                continue
+            if version not in folders:
+                reasons[version] = f"version {version} not found in {artifacts_dir / name}"
+                continue
+            previous = reuse.versions.get(name, {}).get(version) if reuse else None
+            if previous is not None and previous.path == folders[version]:
+                loaded[version] = previous
+                continue
+            try:
+                loaded[version] = load_version(name, version, folders[version], device)
+            except CheckpointError as e:
+                reasons[version] = str(e)
+                log.error("model %s version %d not loaded: %s", name, version, e)
+        for version in sorted(set(loaded) | set(reasons)):
+            ready = version in loaded
+            index.append(IndexEntry(name, version, "READY" if ready else "UNAVAILABLE", reasons.get(version, "")))
+        if loaded:
+            versions[name] = loaded
+        else:
+            asked = [f"version {v}: {reasons[v]}" for v in wanted if v in reasons]
+            failures[name] = "; ".join(asked) or (
+                "unloaded through the repository API" if plan.unloaded else "no version chosen by its policy"
+            )
+    return Registry(versions, failures, index)
+
+
+def parse_version(text: str | None) -> int | None:
+    """A request's model version: None (the newest loaded) when empty, else a whole number from 1."""
+    if text is None or text == "":
+        return None
+    if not (text.isascii() and text.isdigit()) or len(text) > 9 or int(text) < 1:
+        raise UndecodableInput(f"model version {text[:32]!r} is not a version number (a whole number from 1)")
+    return int(text)
 
 
 class ModelStore:
-    """The models being served and how to load them again: the one object on app.state that owns them."""
+    """The models being served and how to load them again: the one object on app.state that owns them.
 
-    def __init__(self, artifacts_dir: Path, device_choice: str) -> None:
+    With several workers, a repository change made in one worker is written to the shared state file and
+    every worker is asked to reload (SIGHUP through the supervisor); the change is answered once every
+    worker has applied it."""
+
+    def __init__(self, artifacts_dir: Path, device_choice: str, policies: Policies | None = None) -> None:
         self.artifacts_dir, self.device_choice = artifacts_dir, device_choice
+        self.policies = policies or Policies.parse([])
         self.device = torch.device("cpu")  # resolved by load(), which refuses CUDA where there is none
         self.registry = Registry()
-        self._reload_lock = asyncio.Lock()
+        self.plans: dict[str, Plan] = {}
+        self._lock = asyncio.Lock()
+        # With several workers: the file that holds the repository's loads and unloads, so that every worker
+        # serves the same versions, and beside it each worker's note of the change it has applied.
+        state = os.environ.get(REPOSITORY_STATE_ENV)
+        self.state_file = Path(state) if state else None
+        self.generation = 0
 
     def load(self) -> Registry:
         """The first load, before the server accepts connections."""
         self.device = resolve_device(self.device_choice)
-        self.registry = load_models(self.artifacts_dir, self.device)
+        self._read_shared_plans()
+        self.registry = load_models(self.artifacts_dir, self.device, self.policies, self.plans)
+        self._note_applied()
         return self.registry
 
     async def reload(self) -> tuple[Registry, bool]:
@@ -104,11 +287,133 @@ class ModelStore:
         Requests already running keep the models they started with; the next ones get the new set. If no
         model loads, the old set stays. Returns the fresh registry and whether it was swapped in.
         """
-        async with self._reload_lock:
-            fresh = await run_in_threadpool(load_models, self.artifacts_dir, self.device)
+        async with self._lock:
+            self._read_shared_plans()
+            fresh = await run_in_threadpool(load_models, self.artifacts_dir, self.device, self.policies, self.plans)
             if fresh.ready:
                 self.registry = fresh
-                log.info("models reloaded: %s", ", ".join(sorted(fresh.models)))
+                log.info("models reloaded: %s", ", ".join(f"{n} {sorted(v)}" for n, v in fresh.versions.items()))
             else:
                 log.error("reload loaded no model (%s); keeping the models already loaded", fresh.failures)
+            self._note_applied()
             return fresh, fresh.ready
+
+    def _known(self, name: str) -> dict[int, Path]:
+        folders = model_folders(self.artifacts_dir)
+        if name not in folders:
+            known = ", ".join(folders) or "none"
+            raise NotFound(f"unknown model {name[:64]!r} in the repository; models: {known}")
+        return folders[name]
+
+    async def load_model(self, name: str, version: int | None) -> Registry:
+        """Load a model's policy versions afresh, or one version beside the others; the served set changes only if
+        everything asked for loads."""
+        async with self._lock:
+            folders = self._known(name)
+            if version is not None and version not in folders:
+                on_disk = ", ".join(map(str, folders))
+                raise NotFound(f"model {name!r} has no version {version} in the repository; versions: {on_disk}")
+            plan = self.plans.get(name, Plan())
+            if version is None:
+                new_plan = Plan()
+                reuse = Registry({n: v for n, v in self.registry.versions.items() if n != name})
+            else:
+                new_plan = Plan(False, plan.added | {version}, plan.removed - {version})
+                reuse = self.registry
+            plans = {**self.plans, name: new_plan}
+            fresh = await run_in_threadpool(load_models, self.artifacts_dir, self.device, self.policies, plans, reuse)
+            asked = [version] if version is not None else new_plan.wanted(self.policies.of(name), list(folders))
+            loaded = fresh.versions.get(name, {})
+            failed = [e for e in fresh.index if e.name == name and e.version in asked and e.version not in loaded]
+            if failed or not asked:
+                served = sorted(self.registry.versions.get(name, {}))
+                why = "; ".join(f"version {e.version}: {e.reason}" for e in failed) or "its policy chooses no version"
+                raise LoadFailed(f"model {name!r} not loaded ({why}); it still serves versions {served or 'none'}")
+            await self._apply(plans, fresh)
+            return fresh
+
+    async def unload_model(self, name: str, version: int | None) -> Registry:
+        """Unload every version of a model, or one; requests then get the newest version still loaded."""
+        async with self._lock:
+            self._known(name)
+            plan = self.plans.get(name, Plan())
+            if version is None:
+                new_plan = Plan(True)
+            else:
+                new_plan = Plan(plan.unloaded, plan.added - {version}, plan.removed | {version})
+            plans = {**self.plans, name: new_plan}
+            fresh = await run_in_threadpool(
+                load_models, self.artifacts_dir, self.device, self.policies, plans, self.registry
+            )
+            await self._apply(plans, fresh)
+            return fresh
+
+    async def _apply(self, plans: dict[str, Plan], fresh: Registry) -> None:
+        self.plans, self.registry = plans, fresh
+        log.info("repository: serving %s", ", ".join(f"{n} {sorted(v)}" for n, v in fresh.versions.items()) or "none")
+        if self.state_file is None:
+            return
+        self.generation = self._write_shared_plans()
+        self._note_applied()
+        supervisor = os.environ.get(SUPERVISOR_ENV)
+        if supervisor is not None:
+            os.kill(int(supervisor), signal.SIGHUP)  # every worker, this one too, reloads with the new plans
+            await self._wait_for_workers(self.generation)
+
+    # -- the state shared by the workers ------------------------------------------------------------------
+
+    def _read_shared_plans(self) -> None:
+        if self.state_file is None or not self.state_file.exists():
+            return
+        raw = json.loads(self.state_file.read_text())  # written whole and renamed into place: never half
+        self.generation = int(raw["generation"])
+        self.plans = {name: Plan.from_dict(plan) for name, plan in raw["plans"].items()}
+
+    def _write_shared_plans(self) -> int:
+        assert self.state_file is not None
+        lock = self.state_file.with_suffix(".lock")
+        with lock.open("a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            generation = 0
+            if self.state_file.exists():
+                generation = int(json.loads(self.state_file.read_text())["generation"])
+            generation += 1
+            staged = self.state_file.with_suffix(".tmp")
+            plans = {name: plan.to_dict() for name, plan in self.plans.items()}
+            staged.write_text(json.dumps({"generation": generation, "plans": plans}))
+            staged.replace(self.state_file)
+        return generation
+
+    def _note_applied(self) -> None:
+        if self.state_file is not None:
+            note = self.state_file.parent / f"applied-{os.getpid()}"
+            staged = note.with_suffix(".tmp")
+            staged.write_text(str(self.generation))
+            staged.replace(note)
+
+    async def _wait_for_workers(self, generation: int) -> None:
+        assert self.state_file is not None
+        workers = int(os.environ.get("SAE_WORKERS", "1") or 1)
+        deadline = time.monotonic() + WORKERS_APPLY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            applied = 0
+            for note in self.state_file.parent.glob("applied-*"):
+                pid = note.name.removeprefix("applied-")
+                if pid.isdigit() and _alive(int(pid)) and int(note.read_text() or 0) >= generation:
+                    applied += 1
+            if applied >= workers:
+                return
+            await asyncio.sleep(0.01)
+        log.warning(
+            "repository change %d: not every worker applied it within %.0f s", generation, WORKERS_APPLY_TIMEOUT_S
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

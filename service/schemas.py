@@ -31,6 +31,7 @@ class Prediction(BaseModel):
 
 class ClassifyResponse(BaseModel):
     model: str
+    model_version: int = Field(description="the version of the model that answered")
     predictions: list[Prediction]
 
 
@@ -41,19 +42,32 @@ class Reconstruction(BaseModel):
 
 class ReconstructResponse(BaseModel):
     model: str
+    model_version: int = Field(description="the version of the model that answered")
     reconstructions: list[Reconstruction]
 
 
 class EmbedResponse(BaseModel):
     model: str
+    model_version: int = Field(description="the version of the model that answered")
     layer: int
     dimension: int
     embeddings: list[list[float]]
 
 
+class VersionInfo(BaseModel):
+    version: int
+    state: Literal["READY", "UNAVAILABLE"]
+    reason: str = Field("", description="why an unavailable version is not loaded")
+    test_accuracy: float | None = Field(None, description="from the version's card, when loaded")
+    weights_sha256: str | None = None
+    created: str | None = Field(None, description="when the version was trained, from its card")
+
+
 class ModelInfo(BaseModel):
     name: str
     loaded: bool
+    version: int | None = Field(None, description="the version requests get when they name none: the newest loaded")
+    versions: list[VersionInfo] = Field(default_factory=list, description="every version in the repository")
     error: str | None = None
     dataset: str | None = None
     class_names: list[str] | None = None

@@ -9,6 +9,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Set by `sae-serve` for its workers when it runs several: the supervisor's process id.
 SUPERVISOR_ENV = "SAE_SUPERVISOR_PID"
+# Set by `sae-serve` for its workers: the file holding the model repository's loads and unloads (service.registry).
+REPOSITORY_STATE_ENV = "SAE_REPOSITORY_STATE"
 # A comma-separated environment variable read as a list (NoDecode: not as JSON, pydantic-settings' default).
 CommaList = Annotated[list[str], NoDecode]
 
@@ -45,7 +47,21 @@ class Settings(BaseSettings):
         0, ge=0, description="worker processes sharing the port; 0: one per CPU core on the CPU, half the cores on CUDA"
     )
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    version_policy: CommaList = Field(
+        ["latest:1"],
+        description="versions loaded: latest:N, all or specific:V[:V...], for every model, or model=policy for one "
+        "(comma-separated, e.g. latest:1,mnist=latest:2)",
+    )
+
+    @field_validator("version_policy")
+    @classmethod
+    def check_version_policy(cls, value: list[str]) -> list[str]:
+        from service.registry import Policies
+
+        Policies.parse(value)  # a policy that does not parse stops the service at start, saying why
+        return value
+
+    @field_validator("api_keys", "cors_origins", "version_policy", mode="before")
     @classmethod
     def split_commas(cls, value: object) -> object:
         if isinstance(value, str):

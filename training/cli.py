@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from models import DEVICE_CHOICES, CheckpointError, load_checkpoint, resolve_device, save_checkpoint, to_model_input
+from models.checkpoint import next_version_dir
 from training.data import DATASETS, DataError, fetch, load_dataset, update_package_lists
 from training.evaluate import evaluate
 from training.recipes import RECIPES, recipe_for
@@ -72,6 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.dry_run:
             fetch(name, args.data_dir)
         result = _train_one(args, name, args.pretrain)
+        directory = next_version_dir(directory)  # a new version beside the others; none is overwritten
         save_checkpoint(result.model, result.card, directory)
         write_plots(directory, result.model, result.history, result.metrics, result.card.class_names, result.test_x)
         print(
@@ -151,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--dry-run", action="store_true", help="two batches a stage and 1,000 test images, to check the pipeline"
         )
 
-    p = sub.add_parser("train", help="train and save checkpoints")
+    p = sub.add_parser("train", help="train and save each model as its next version: OUT/<dataset>/<version>/")
     p.add_argument("--dataset", choices=[*DATASETS, "all"], default="all", help="which data set (default: all)")
     p.add_argument("--pretrain", choices=SCHEMES, default="greedy", help="pretraining scheme (default: greedy)")
     training_flags(p)
@@ -161,11 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="artifacts folder (default: $SAE_ARTIFACTS_DIR or ./artifacts; a temporary one for --dry-run)",
     )
-    p.add_argument("--if-missing", action="store_true", help="skip data sets whose checkpoint is present and verifies")
+    p.add_argument(
+        "--if-missing", action="store_true", help="skip data sets whose newest version is present and verifies"
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on its data set's test split")
-    p.add_argument("checkpoint", type=Path, help="checkpoint folder, e.g. artifacts/mnist")
+    p.add_argument(
+        "checkpoint",
+        type=Path,
+        help="checkpoint folder, e.g. artifacts/mnist/2; a model's folder (artifacts/mnist) means its newest version",
+    )
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto: CUDA when available (default)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)

@@ -19,6 +19,7 @@ from service.encoding import (
 )
 from service.errors import within_timeout
 from service.inputs import Batch, decode_batch, read_images
+from service.registry import ServedModel
 from service.schemas import (
     ClassifyResponse,
     EmbedResponse,
@@ -83,6 +84,11 @@ ERRORS = error_responses(
 )
 
 
+def version_header(served: ServedModel) -> dict[str, str]:
+    """Every answer names the model version that computed it, in the body where it is JSON and in this header."""
+    return {"X-Model-Version": str(served.version)}
+
+
 async def infer(
     request: Request, context: InferenceContext, resize: bool, predict: Callable[[Batch], Awaitable[Result]]
 ) -> Result:
@@ -114,7 +120,8 @@ async def classify(
     served = context.served
     result = await infer(request, context, resize, partial(context.batchers.classify, served))
     top_k = min(top_k, len(served.class_names))
-    return FastJSONResponse(classification_json(served.name, result, served.class_names, top_k, served.error_threshold))
+    answer = classification_json(served.name, served.version, result, served.class_names, top_k, served.error_threshold)
+    return FastJSONResponse(answer, headers=version_header(served))
 
 
 @router.post(
@@ -136,12 +143,14 @@ async def reconstruct(request: Request, context: InferenceContextDep, resize: Re
     served = context.served
     result = await infer(request, context, resize, partial(context.batchers.reconstruct, served))
     if media == "application/json":
-        return FastJSONResponse(reconstruction_json(served.name, result))
+        return FastJSONResponse(
+            reconstruction_json(served.name, served.version, result), headers=version_header(served)
+        )
     errors = ",".join(f"{e:.6g}" for e in result.reconstruction_errors.tolist())
     return Response(
         await run_in_threadpool(png_strip, result.pixels),
         media_type="image/png",
-        headers={"X-Reconstruction-Error": errors, "X-Image-Count": str(len(result.pixels))},
+        headers={"X-Reconstruction-Error": errors, "X-Image-Count": str(len(result.pixels)), **version_header(served)},
     )
 
 
@@ -168,5 +177,7 @@ async def embed(
     served = context.served
     embeddings = await infer(request, context, resize, partial(context.batchers.embed, served, layer=layer))
     if media == "application/x-npy":
-        return Response(npy_bytes(embeddings), media_type="application/x-npy")
-    return FastJSONResponse(embedding_json(served.name, layer, embeddings))
+        return Response(npy_bytes(embeddings), media_type="application/x-npy", headers=version_header(served))
+    return FastJSONResponse(
+        embedding_json(served.name, served.version, layer, embeddings), headers=version_header(served)
+    )

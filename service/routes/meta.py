@@ -6,25 +6,49 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.deps import RegistryDep, SettingsDep
 from service.observability import Metrics
-from service.schemas import HealthResponse, ModelInfo, ModelsResponse
+from service.registry import Registry
+from service.schemas import HealthResponse, ModelInfo, ModelsResponse, VersionInfo
 
 router = APIRouter(tags=["meta"])
 
 
+def version_infos(registry: Registry, name: str) -> list[VersionInfo]:
+    infos = []
+    for entry in (e for e in registry.index if e.name == name):
+        served = registry.versions.get(name, {}).get(entry.version)
+        card = served.card if served is not None else None
+        infos.append(
+            VersionInfo(
+                version=entry.version,
+                state=entry.state,
+                reason=entry.reason,
+                test_accuracy=card.metrics.test_accuracy if card else None,
+                weights_sha256=card.weights_sha256 if card else None,
+                created=str(card.provenance.get("created")) if card and card.provenance.get("created") else None,
+            )
+        )
+    return infos
+
+
 @router.get("/models", response_model=ModelsResponse)
 async def list_models(registry: RegistryDep, settings: SettingsDep) -> ModelsResponse:
-    """Every known model: loaded ones with their card's facts, failed ones with the reason."""
+    """Every known model: loaded ones with the facts of the version requests get by default, and every version
+    with its state and its card's figures; failed ones with the reason."""
     infos = []
     for name in registry.names:
         served = registry.models.get(name)
+        versions = version_infos(registry, name)
         if served is None:
-            infos.append(ModelInfo(name=name, loaded=False, error=registry.failures.get(name, "not loaded")))
+            error = registry.failures.get(name, "not loaded")
+            infos.append(ModelInfo(name=name, loaded=False, error=error, versions=versions))
             continue
         card = served.card
         infos.append(
             ModelInfo(
                 name=name,
                 loaded=True,
+                version=served.version,
+                versions=versions,
                 dataset=card.dataset,
                 class_names=served.class_names,
                 architecture=card.config.to_dict(),

@@ -23,12 +23,11 @@ from service.protocol import (
     model_metadata,
     parse_infer_request,
 )
-from service.registry import ServedModel
+from service.registry import ServedModel, parse_version
 from service.schemas import ProtocolErrorResponse, error_responses
 from service.settings import Settings
 from service.timing import timed_decode
 
-VERSION = "1"
 # Parsing this much takes well under a millisecond; larger bodies are parsed in a worker thread.
 INLINE_PARSE_BYTES = 16 * 1024
 
@@ -47,8 +46,8 @@ ERRORS = error_responses(
 router = APIRouter(prefix=PROTOCOL_PREFIX, tags=["open inference protocol v2"], responses=ERRORS)
 
 
-def served_model(request: Request, name: str) -> ServedModel:
-    served = find_model(request.app.state.store.registry, name)
+def served_model(request: Request, name: str, version: str | None = None) -> ServedModel:
+    served = find_model(request.app.state.store.registry, name, parse_version(version))
     request.state.model = served.name  # for metrics and logs: only known names, never the raw path
     return served
 
@@ -70,14 +69,19 @@ async def server_ready(request: Request) -> JSONResponse:
 
 
 @router.get("/models/{name}")
-async def model_metadata_route(request: Request, name: str) -> JSONResponse:
-    served = served_model(request, name)
-    return JSONResponse(model_metadata(served.name, VERSION, served.class_names, served.model.config.hidden_dims[-1]))
+@router.get("/models/{name}/versions/{version}")
+async def model_metadata_route(request: Request, name: str, version: str | None = None) -> JSONResponse:
+    """The model's inputs and outputs; `versions` lists every loaded version."""
+    served = served_model(request, name, version)
+    versions = [str(v) for v in request.app.state.store.registry.versions[served.name]]
+    return JSONResponse(model_metadata(served.name, versions, served.class_names, served.model.config.hidden_dims[-1]))
 
 
 @router.get("/models/{name}/ready")
-async def model_ready(request: Request, name: str) -> JSONResponse:
-    return JSONResponse({"name": served_model(request, name).name, "ready": True})
+@router.get("/models/{name}/versions/{version}/ready")
+async def model_ready(request: Request, name: str, version: str | None = None) -> JSONResponse:
+    served = served_model(request, name, version)
+    return JSONResponse({"name": served.name, "version": str(served.version), "ready": True})
 
 
 async def parsed_request(request: Request, limits: Limits) -> InferRequest:
@@ -86,6 +90,7 @@ async def parsed_request(request: Request, limits: Limits) -> InferRequest:
     return await timed_decode(len(body) <= INLINE_PARSE_BYTES, parse_infer_request, body, header_length, limits)
 
 
+@router.post("/models/{name}/versions/{version}/infer", include_in_schema=False)
 @router.post(
     "/models/{name}/infer",
     openapi_extra={
@@ -104,9 +109,10 @@ async def parsed_request(request: Request, limits: Limits) -> InferRequest:
     },
     responses={200: {"content": {"application/json": {}, "application/octet-stream": {}}}},
 )
-async def infer(request: Request, name: str) -> Response:
-    """Infer with one `images` tensor; JSON or binary tensor data in and out."""
-    served = served_model(request, name)
+async def infer(request: Request, name: str, version: str | None = None) -> Response:
+    """Infer with one `images` tensor; JSON or binary tensor data in and out. `/models/{name}/versions/{version}/infer`
+    pins a version; without it the newest loaded version answers, named in `model_version`."""
+    served = served_model(request, name, version)
     settings: Settings = request.app.state.settings
     batchers: ModelBatchers = request.app.state.batchers
 
@@ -115,7 +121,7 @@ async def infer(request: Request, name: str) -> Response:
         return parsed, await batchers.all_outputs(served, parsed.pixels)
 
     parsed, result = await within_timeout(work(), settings.request_timeout_s)
-    content, header_length = encode_infer_response(served.name, VERSION, result, parsed)
+    content, header_length = encode_infer_response(served.name, str(served.version), result, parsed)
     if header_length is None:
         return Response(content, media_type="application/json")
     return Response(

@@ -1,10 +1,12 @@
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from models import FULL_FRAME, MNIST_FRAMING, load_checkpoint
+from models.checkpoint import checkpoint_versions
 from training import data as data_module
 from training.cli import main
 
@@ -29,7 +31,7 @@ def test_dry_run_trains_saves_and_plots(
             provenance["data_md5"]["train-images-idx3-ubyte"] and provenance["torch_version"] and provenance["created"]
         )
         for plot in ("loss_curves.png", "confusion_matrix.png", "reconstructions.png"):
-            assert (out / name / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert (out / name / "1" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "test accuracy" in capsys.readouterr().out
 
 
@@ -39,10 +41,11 @@ def test_if_missing_keeps_a_verified_checkpoint(
     out = tmp_path / "artifacts"
     args = ["train", "--dataset", "mnist", "--dry-run", "--out", str(out), "--device", "cpu", "--if-missing"]
     assert main(args) == 0
-    created = json.loads((out / "mnist" / "card.json").read_text())["provenance"]["created"]
+    created = json.loads((out / "mnist" / "1" / "card.json").read_text())["provenance"]["created"]
     assert main(args) == 0
     assert "present and verified; not retraining" in capsys.readouterr().out
-    assert json.loads((out / "mnist" / "card.json").read_text())["provenance"]["created"] == created
+    assert json.loads((out / "mnist" / "1" / "card.json").read_text())["provenance"]["created"] == created
+    assert sorted(p.name for p in (out / "mnist").iterdir()) == ["1"]
 
 
 def test_train_writes_where_the_service_reads(
@@ -66,9 +69,26 @@ def test_evaluate_reproduces_the_card(tiny_data_dir: Path, tmp_path: Path, capsy
     capsys.readouterr()
     assert main(["evaluate", str(out / "mnist"), "--json", "--device", "cpu"]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    card = json.loads((out / "mnist" / "card.json").read_text())
+    card = json.loads((out / "mnist" / "1" / "card.json").read_text())
     assert metrics["test_accuracy"] == card["metrics"]["test_accuracy"]  # dry-run evaluates all 64 tiny test images
     assert metrics["reconstruction_mse"] == pytest.approx(card["metrics"]["reconstruction_mse"])
+
+
+def test_training_again_writes_the_next_version_and_keeps_the_others(
+    tiny_artifacts: Path, tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A flat checkpoint (the layout before versions) is version 1: the next training writes 2/, then 3/."""
+    out = tmp_path / "versioned"
+    shutil.copytree(tiny_artifacts / "mnist", out / "mnist")
+    flat = {p.name: p.read_bytes() for p in (out / "mnist").iterdir()}
+    args = ["train", "--dataset", "mnist", "--dry-run", "--out", str(out), "--device", "cpu"]
+    assert main(args) == 0 and main([*args, "--seed", "1"]) == 0
+    assert f"-> {out / 'mnist' / '3'}" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in (out / "mnist").iterdir() if p.is_file()} == flat
+    assert sorted(checkpoint_versions(out / "mnist")) == [1, 2, 3]
+    seeds = [load_checkpoint(out / "mnist" / v).card.provenance["seed"] for v in ("2", "3")]
+    assert seeds == [0, 1]
+    assert load_checkpoint(out / "mnist").path == out / "mnist" / "3"  # the model's folder: its newest version
 
 
 def test_ablation_prints_a_row_per_scheme(tiny_data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
