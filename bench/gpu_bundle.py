@@ -15,6 +15,7 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+from models.checkpoint import newest_version
 from training.data import DATASETS, FILES, default_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +69,7 @@ def copy_reference(target: Path, artifacts: Path) -> None:
     for name in DATASETS:
         (target / name).mkdir(parents=True, exist_ok=True)
         for file in ("card.json", "model.safetensors"):
-            shutil.copy2(artifacts / name / file, target / name / file)
+            shutil.copy2(newest_version(artifacts / name) / file, target / name / file)
 
 
 def main() -> None:

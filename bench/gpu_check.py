@@ -40,6 +40,7 @@ import torch
 from serve_bench import BOUNDARY, free_port, multipart, png_bytes, session_pids  # bench/, this script's folder
 
 from models import load_checkpoint, resolve_device, save_checkpoint, to_model_input
+from models.checkpoint import checkpoint_versions, newest_version
 from service import predict
 from service.imaging import decode_image
 from service.registry import ServedModel
@@ -168,7 +169,7 @@ def parity(
     cpu = torch.device("cpu")
     for name, data in datasets.items():
         for label, directory in (("reference", reference / name), ("device-trained", served / name)):
-            if not (directory / "card.json").is_file():
+            if not checkpoint_versions(directory):
                 continue
             on_cpu = outputs(directory, cpu, data.test_images)
             on_device = outputs(directory, device, data.test_images)
@@ -309,7 +310,7 @@ def http_accuracy(
     """Every test image the card counted, posted in batches; the HTTP accuracy must equal the card's."""
     figures: dict[str, Any] = {}
     with httpx.Client(timeout=120) as client:
-        for folder in sorted(p for p in artifacts.iterdir() if (p / "card.json").is_file()):
+        for folder in sorted(p for p in artifacts.iterdir() if checkpoint_versions(p)):
             card = load_checkpoint(folder).card
             data = datasets[card.dataset]
             count = card.metrics.test_examples or len(data.test_labels)
@@ -459,7 +460,7 @@ def prepare_artifacts(reference: Path, served: Path) -> None:
         target = served / f"{name}{REFERENCE_SUFFIX}"
         target.mkdir(parents=True, exist_ok=True)
         for file in ("card.json", "model.safetensors"):
-            shutil.copy2(reference / name / file, target / file)
+            shutil.copy2(newest_version(reference / name) / file, target / file)
 
 
 def summary(result: dict[str, Any]) -> None:

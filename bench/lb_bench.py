@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from models.checkpoint import checkpoint_versions
+
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "sae-serve-lb-bench"
 PORT = "18090"
@@ -68,7 +70,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64], help="wrk connections (default: 16 64)")
     args = parser.parse_args()
     artifacts = ROOT / "artifacts"
-    if not (artifacts / "mnist" / "card.json").is_file():
+    if not checkpoint_versions(artifacts / "mnist"):
         sys.exit("no checkpoint in artifacts/mnist: run `make models` first")
     testbed = ROOT / "deploy" / "testbed" / "testbed.py"
     marker = Path("/var/lib/sae-serve-testbed/started-by-testbed.pid")

@@ -80,6 +80,14 @@ def next_version_dir(model_dir: Path) -> Path:
     return model_dir / str(max([*taken, *checkpoint_versions(model_dir)], default=0) + 1)
 
 
+def newest_version(model_dir: Path) -> Path:
+    """The folder of the model's newest version."""
+    versions = checkpoint_versions(model_dir)
+    if not versions:
+        raise CheckpointError(f"{model_dir} holds no checkpoint: no {CARD_FILE} at its top or in a version folder")
+    return versions[max(versions)]
+
+
 def read_card(directory: Path) -> ModelCard:
     card_path = directory / CARD_FILE
     if not card_path.is_file():

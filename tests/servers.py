@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from models.checkpoint import checkpoint_versions
+
 # The checkpoints `make models` trains; the slow tests serve them.
 TRAINED_ARTIFACTS = Path(os.environ.get("SAE_TEST_ARTIFACTS", "artifacts"))
 
@@ -50,6 +52,6 @@ def start_server(artifacts: Path, **env: str) -> tuple[subprocess.Popen[bytes], 
 
 def require_trained_artifacts() -> Path:
     for name in ("mnist", "fashion-mnist"):
-        if not (TRAINED_ARTIFACTS / name / "card.json").is_file():
+        if not checkpoint_versions(TRAINED_ARTIFACTS / name):
             pytest.fail(f"no trained checkpoint in {TRAINED_ARTIFACTS / name}; run `make models` (make test does)")
     return TRAINED_ARTIFACTS
