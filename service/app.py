@@ -41,6 +41,21 @@ def watch_sighup(app: FastAPI) -> None:
         log.info("SIGHUP reloading is off: the server does not run in the main thread")
 
 
+def watch_repository_changes(app: FastAPI) -> None:
+    """With several workers, SIGUSR1 from the supervisor: another worker changed the model repository."""
+    if app.state.store.state_file is None:
+        return
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[object]] = set()
+
+    def on_sigusr1() -> None:
+        task = loop.create_task(app.state.store.sync())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    loop.add_signal_handler(signal.SIGUSR1, on_sigusr1)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -54,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise NoModelLoaded(f"no model could be loaded from {settings.artifacts_dir}: {reasons}")
         app.state.batchers = ModelBatchers(settings, app.state.metrics.batch_observer)
         watch_sighup(app)
+        watch_repository_changes(app)
         yield
         await app.state.batchers.close()
 

@@ -124,9 +124,18 @@ class Supervisor(Multiprocess):
 
     def handle_hup(self) -> None:
         logging.getLogger("sae_serve").info("SIGHUP: every worker reloads its models")
+        # A reload drops the repository API's changes (service.registry), in the workers started later too.
+        Path(os.environ[REPOSITORY_STATE_ENV]).unlink(missing_ok=True)
+        self.forward(signal.SIGHUP)
+
+    def handle_usr1(self) -> None:
+        """A worker changed the model repository: every worker applies the change (service.registry)."""
+        self.forward(signal.SIGUSR1)
+
+    def forward(self, signum: int) -> None:
         for process in self.processes:
             if process.pid is not None:
-                os.kill(process.pid, signal.SIGHUP)
+                os.kill(process.pid, signum)
 
 
 def preload() -> None:
@@ -146,6 +155,7 @@ def _forked_worker_started(config: Config, target: "Callable[..., None]", socket
     # Until uvicorn installs its own handlers, a worker takes signals the default way, not the supervisor's.
     for signum in uvicorn_multiprocess.SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the app takes it: a new worker reads the changes anyway
     subprocess_started(config, target, sockets, stdin_fileno=None)
 
 
@@ -189,6 +199,7 @@ def main() -> None:
     config = uvicorn.Config("service.main:worker_app", factory=True, workers=workers, **uvicorn_options(settings))  # type: ignore[arg-type]
     preload()
     uvicorn_multiprocess.get_subprocess = forked_subprocess  # type: ignore[attr-defined,assignment]
+    uvicorn_multiprocess.SIGNALS[signal.SIGUSR1] = "USR1"  # Supervisor.handle_usr1
     try:
         Supervisor(config, sockets=[config.bind_socket()]).run()
     finally:

@@ -9,8 +9,10 @@ the top of the folder, the layout before versions, is version 1. Folders whose n
 Which versions are loaded: each model's version policy (`latest N`, `all`, `specific V...`; settings),
 changed at run time by the model repository API. Loading a model without a version loads its policy's
 versions afresh, as Triton does; unloading it unloads every version. Loading or unloading one version
-(an extension of Triton's API) adds it beside the others or takes it away. A request that names no
-version gets the newest loaded one, so unloading the newest version rolls back to the one before.
+(an extension of Triton's API) adds it beside the versions loaded or takes it away. A request that names
+no version gets the newest loaded one, so unloading the newest version rolls back to the one before. A
+reload (SIGHUP, /admin/reload) reads the repository anew: every model's policy applies again, and the
+changes made through the repository API are dropped.
 """
 
 import asyncio
@@ -123,25 +125,35 @@ class Policies:
 
 @dataclass
 class Plan:
-    """A model's repository changes on top of its policy: unloaded whole, or versions added or taken away."""
+    """A model's repository changes: unloaded whole, or versions added to or taken from `base`, the versions
+    its policy had loaded when the first change came (the policy's choice now, while there is none: so a
+    version trained meanwhile does not push out the one being served)."""
 
     unloaded: bool = False
     added: set[int] = field(default_factory=set)
     removed: set[int] = field(default_factory=set)
+    base: set[int] | None = None
 
     def wanted(self, policy: VersionPolicy, available: list[int]) -> list[int]:
         if self.unloaded:
             return []
-        return sorted((set(policy.choose(available)) | self.added) - self.removed)
+        base = self.base if self.base is not None else set(policy.choose(available))
+        return sorted((base | self.added) - self.removed)
 
     def to_dict(self) -> dict[str, object]:
-        return {"unloaded": self.unloaded, "added": sorted(self.added), "removed": sorted(self.removed)}
+        base = None if self.base is None else sorted(self.base)
+        return {"unloaded": self.unloaded, "added": sorted(self.added), "removed": sorted(self.removed), "base": base}
 
     @classmethod
     def from_dict(cls, raw: dict[str, object]) -> "Plan":
-        added, removed = raw.get("added", []), raw.get("removed", [])
-        assert isinstance(added, list) and isinstance(removed, list)
-        return cls(bool(raw.get("unloaded")), {int(v) for v in added}, {int(v) for v in removed})
+        added, removed, base = raw.get("added", []), raw.get("removed", []), raw.get("base")
+        assert isinstance(added, list) and isinstance(removed, list) and (base is None or isinstance(base, list))
+        return cls(
+            bool(raw.get("unloaded")),
+            {int(v) for v in added},
+            {int(v) for v in removed},
+            None if base is None else {int(v) for v in base},
+        )
 
 
 @dataclass(frozen=True)
@@ -256,9 +268,9 @@ def parse_version(text: str | None) -> int | None:
 class ModelStore:
     """The models being served and how to load them again: the one object on app.state that owns them.
 
-    With several workers, a repository change made in one worker is written to the shared state file and
-    every worker is asked to reload (SIGHUP through the supervisor); the change is answered once every
-    worker has applied it."""
+    With several workers, a repository change made in one worker is written to a state file they share,
+    and the supervisor asks every worker to apply it (SIGUSR1); the change is answered once every worker
+    has. A reload (SIGHUP) drops the changes in every worker: the supervisor removes the file first."""
 
     def __init__(self, artifacts_dir: Path, device_choice: str, policies: Policies | None = None) -> None:
         self.artifacts_dir, self.device_choice = artifacts_dir, device_choice
@@ -267,14 +279,14 @@ class ModelStore:
         self.registry = Registry()
         self.plans: dict[str, Plan] = {}
         self._lock = asyncio.Lock()
-        # With several workers: the file that holds the repository's loads and unloads, so that every worker
-        # serves the same versions, and beside it each worker's note of the change it has applied.
+        # With several workers: the file that holds the repository's changes, so that every worker serves the
+        # same versions, and beside it each worker's note of the last change it applied.
         state = os.environ.get(REPOSITORY_STATE_ENV)
         self.state_file = Path(state) if state else None
         self.generation = 0
 
     def load(self) -> Registry:
-        """The first load, before the server accepts connections."""
+        """The first load, before the server accepts connections (a worker started later takes the changes too)."""
         self.device = resolve_device(self.device_choice)
         self._read_shared_plans()
         self.registry = load_models(self.artifacts_dir, self.device, self.policies, self.plans)
@@ -282,21 +294,30 @@ class ModelStore:
         return self.registry
 
     async def reload(self) -> tuple[Registry, bool]:
-        """Load every model anew off the event loop, then swap the whole registry in one assignment.
+        """Load every model anew off the event loop, by its policy, then swap the whole registry in one assignment.
 
         Requests already running keep the models they started with; the next ones get the new set. If no
         model loads, the old set stays. Returns the fresh registry and whether it was swapped in.
         """
         async with self._lock:
-            self._read_shared_plans()
-            fresh = await run_in_threadpool(load_models, self.artifacts_dir, self.device, self.policies, self.plans)
+            fresh = await run_in_threadpool(load_models, self.artifacts_dir, self.device, self.policies)
             if fresh.ready:
-                self.registry = fresh
-                log.info("models reloaded: %s", ", ".join(f"{n} {sorted(v)}" for n, v in fresh.versions.items()))
+                self.registry, self.plans = fresh, {}
+                log.info("models reloaded: %s", serving(fresh))
             else:
                 log.error("reload loaded no model (%s); keeping the models already loaded", fresh.failures)
-            self._note_applied()
             return fresh, fresh.ready
+
+    async def sync(self) -> None:
+        """Apply the repository changes another worker made (SIGUSR1), reading only the versions that changed."""
+        async with self._lock:
+            self._read_shared_plans()
+            fresh = await run_in_threadpool(
+                load_models, self.artifacts_dir, self.device, self.policies, self.plans, self.registry
+            )
+            self.registry = fresh
+            self._note_applied()
+            log.info("repository change %d applied: serving %s", self.generation, serving(fresh))
 
     def _known(self, name: str) -> dict[int, Path]:
         folders = model_folders(self.artifacts_dir)
@@ -305,20 +326,29 @@ class ModelStore:
             raise NotFound(f"unknown model {name[:64]!r} in the repository; models: {known}")
         return folders[name]
 
+    def _changing(self, name: str) -> Plan:
+        """The model's plan, its base fixed to what is loaded now if this is its first change."""
+        plan = self.plans.get(name, Plan())
+        if plan.base is not None:
+            return plan
+        loaded = set() if plan.unloaded else set(self.registry.versions.get(name, {})) - plan.added
+        return Plan(plan.unloaded, set(plan.added), set(plan.removed), loaded)
+
     async def load_model(self, name: str, version: int | None) -> Registry:
-        """Load a model's policy versions afresh, or one version beside the others; the served set changes only if
-        everything asked for loads."""
+        """Load a model's policy versions afresh, or one version beside those loaded; the served set changes only
+        if everything asked for loads."""
         async with self._lock:
             folders = self._known(name)
             if version is not None and version not in folders:
                 on_disk = ", ".join(map(str, folders))
                 raise NotFound(f"model {name!r} has no version {version} in the repository; versions: {on_disk}")
-            plan = self.plans.get(name, Plan())
             if version is None:
                 new_plan = Plan()
                 reuse = Registry({n: v for n, v in self.registry.versions.items() if n != name})
             else:
-                new_plan = Plan(False, plan.added | {version}, plan.removed - {version})
+                plan = self._changing(name)
+                base = set() if plan.unloaded else plan.base
+                new_plan = Plan(False, plan.added | {version}, plan.removed - {version}, base)
                 reuse = self.registry
             plans = {**self.plans, name: new_plan}
             fresh = await run_in_threadpool(load_models, self.artifacts_dir, self.device, self.policies, plans, reuse)
@@ -336,11 +366,11 @@ class ModelStore:
         """Unload every version of a model, or one; requests then get the newest version still loaded."""
         async with self._lock:
             self._known(name)
-            plan = self.plans.get(name, Plan())
             if version is None:
-                new_plan = Plan(True)
+                new_plan = Plan(unloaded=True)
             else:
-                new_plan = Plan(plan.unloaded, plan.added - {version}, plan.removed | {version})
+                plan = self._changing(name)
+                new_plan = Plan(plan.unloaded, plan.added - {version}, plan.removed | {version}, plan.base)
             plans = {**self.plans, name: new_plan}
             fresh = await run_in_threadpool(
                 load_models, self.artifacts_dir, self.device, self.policies, plans, self.registry
@@ -350,14 +380,14 @@ class ModelStore:
 
     async def _apply(self, plans: dict[str, Plan], fresh: Registry) -> None:
         self.plans, self.registry = plans, fresh
-        log.info("repository: serving %s", ", ".join(f"{n} {sorted(v)}" for n, v in fresh.versions.items()) or "none")
+        log.info("repository: serving %s", serving(fresh))
         if self.state_file is None:
             return
         self.generation = self._write_shared_plans()
         self._note_applied()
         supervisor = os.environ.get(SUPERVISOR_ENV)
         if supervisor is not None:
-            os.kill(int(supervisor), signal.SIGHUP)  # every worker, this one too, reloads with the new plans
+            os.kill(int(supervisor), signal.SIGUSR1)  # every other worker applies the change too
             await self._wait_for_workers(self.generation)
 
     # -- the state shared by the workers ------------------------------------------------------------------
@@ -374,9 +404,9 @@ class ModelStore:
         lock = self.state_file.with_suffix(".lock")
         with lock.open("a") as guard:
             fcntl.flock(guard, fcntl.LOCK_EX)
-            generation = 0
+            generation = self.generation
             if self.state_file.exists():
-                generation = int(json.loads(self.state_file.read_text())["generation"])
+                generation = max(generation, int(json.loads(self.state_file.read_text())["generation"]))
             generation += 1
             staged = self.state_file.with_suffix(".tmp")
             plans = {name: plan.to_dict() for name, plan in self.plans.items()}
@@ -407,6 +437,10 @@ class ModelStore:
         log.warning(
             "repository change %d: not every worker applied it within %.0f s", generation, WORKERS_APPLY_TIMEOUT_S
         )
+
+
+def serving(registry: Registry) -> str:
+    return ", ".join(f"{name} {sorted(versions)}" for name, versions in registry.versions.items()) or "none"
 
 
 def _alive(pid: int) -> bool:
