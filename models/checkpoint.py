@@ -99,12 +99,15 @@ def read_card(directory: Path) -> ModelCard:
     return ModelCard.from_dict(raw, str(card_path))
 
 
-def load_checkpoint(directory: Path | str, device: torch.device | str = "cpu") -> LoadedCheckpoint:
+def load_checkpoint(
+    directory: Path | str, device: torch.device | str = "cpu", *, exactly: bool = False
+) -> LoadedCheckpoint:
     """Rebuild the model from the card alone, after checking the weights against the card's sha256.
 
-    `directory` is a checkpoint, or a model's folder of versions, which stands for its newest version."""
+    `directory` is a checkpoint, or a model's folder of versions, which stands for its newest version;
+    `exactly`: the checkpoint at the folder's top (a flat version 1), whatever versions the folder holds."""
     directory = Path(directory)
-    versions = checkpoint_versions(directory)
+    versions = {} if exactly else checkpoint_versions(directory)
     if versions:
         directory = versions[max(versions)]  # the folder itself where it is a checkpoint with no later version
     card = read_card(directory)

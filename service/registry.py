@@ -197,7 +197,7 @@ def model_folders(artifacts_dir: Path) -> dict[str, dict[int, Path]]:
 
 
 def load_version(name: str, version: int, directory: Path, device: torch.device) -> ServedModel:
-    checkpoint = load_checkpoint(directory, device)
+    checkpoint = load_checkpoint(directory, device, exactly=True)
     served = ServedModel(name, checkpoint.model, checkpoint.card, device, version, directory)
     with torch.inference_mode():
         warm = torch.zeros(1, served.model.config.input_dim, device=device)

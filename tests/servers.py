@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,15 +33,19 @@ def start_server(artifacts: Path, **env: str) -> tuple[subprocess.Popen[bytes], 
         "SAE_ARTIFACTS_DIR": str(artifacts),
         "SAE_DEVICE": "cpu",
         "SAE_WORKERS": "1",
+        "SAE_GRPC_PORT": "0",  # gRPC off unless a test asks for it on a port of its own
         **env,
     }
     script = Path(sys.executable).parent / "sae-serve"
-    process = subprocess.Popen([str(script)], env=variables, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # The log goes to a file: a pipe nobody reads fills up under load, and the server then blocks on its next line.
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen([str(script)], env=variables, stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"sae-serve exited: {process.stderr.read().decode() if process.stderr else ''}")
+            log.seek(0)
+            pytest.fail(f"sae-serve exited: {log.read().decode(errors='replace')[-5000:]}")
         try:
             if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
                 return process, url

@@ -30,7 +30,7 @@ def add_version(artifacts: Path, version: int, seed: int) -> Path:
 
 
 def expected_probabilities(folder: Path) -> np.ndarray:
-    model = load_checkpoint(folder).model
+    model = load_checkpoint(folder, exactly=True).model
     with torch.inference_mode():
         return model.classify(to_model_input(torch.from_numpy(DIGITS))).exp().numpy()
 
@@ -117,6 +117,10 @@ def test_with_every_version_loaded_each_answers_when_pinned(versioned: Path) -> 
             ready = client.get(f"/v2/models/mnist/versions/{version}/ready").json()
             assert ready == {"name": "mnist", "version": str(version), "ready": True}
         assert client.get("/v2/models/mnist").json()["versions"] == ["1", "2", "3"]
+        model = next(m for m in client.get("/models").json()["models"] if m["name"] == "mnist")
+        assert len({v["weights_sha256"] for v in model["versions"]}) == 3  # three models, not one three times
+        answers = [probabilities(classify(client, f"&version={v}")[1]) for v in (1, 2, 3)]
+        assert not np.allclose(answers[0], answers[1]) and not np.allclose(answers[1], answers[2])
         assert classify(client)[1]["model_version"] == 3
         status, answer, _ = classify(client, "&version=9")
         assert status == 404 and answer["detail"] == "model 'mnist' has no version 9; loaded versions: 1, 2, 3"
