@@ -38,20 +38,21 @@ def start_server(artifacts: Path, **env: str) -> tuple[subprocess.Popen[bytes], 
     }
     script = Path(sys.executable).parent / "sae-serve"
     # The log goes to a file: a pipe nobody reads fills up under load, and the server then blocks on its next line.
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen([str(script)], env=variables, stdout=subprocess.DEVNULL, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log.seek(0)
-            pytest.fail(f"sae-serve exited: {log.read().decode(errors='replace')[-5000:]}")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
+    # The server keeps writing to its copy of the file once this one is closed.
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen([str(script)], env=variables, stdout=subprocess.DEVNULL, stderr=log)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"sae-serve exited: {log.read().decode(errors='replace')[-5000:]}")
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                    return process, url
+            except httpx.TransportError:
+                time.sleep(0.1)
+        process.kill()
     pytest.fail("sae-serve did not become ready within 60 s")
 
 
