@@ -162,6 +162,7 @@ class IndexEntry:
     version: int
     state: Literal["READY", "UNAVAILABLE"]
     reason: str
+    path: Path | None = None  # the version's folder, where it is on disk
 
 
 @dataclass
@@ -245,7 +246,8 @@ def load_models(
                 log.error("model %s version %d not loaded: %s", name, version, e)
         for version in sorted(set(loaded) | set(reasons)):
             ready = version in loaded
-            index.append(IndexEntry(name, version, "READY" if ready else "UNAVAILABLE", reasons.get(version, "")))
+            state: Literal["READY", "UNAVAILABLE"] = "READY" if ready else "UNAVAILABLE"
+            index.append(IndexEntry(name, version, state, reasons.get(version, ""), folders.get(version)))
         if loaded:
             versions[name] = loaded
         else:

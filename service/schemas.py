@@ -58,7 +58,7 @@ class VersionInfo(BaseModel):
     version: int
     state: Literal["READY", "UNAVAILABLE"]
     reason: str = Field("", description="why an unavailable version is not loaded")
-    test_accuracy: float | None = Field(None, description="from the version's card, when loaded")
+    test_accuracy: float | None = Field(None, description="from the version's card, where it can be read")
     weights_sha256: str | None = None
     created: str | None = Field(None, description="when the version was trained, from its card")
 

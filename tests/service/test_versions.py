@@ -76,7 +76,7 @@ def test_the_default_policy_serves_the_newest_version_and_every_answer_names_it(
         assert versions_listed(client) == {1: "UNAVAILABLE", 2: "UNAVAILABLE", 3: "READY"}
         model = next(m for m in client.get("/models").json()["models"] if m["name"] == "mnist")
         assert model["version"] == 3 and model["versions"][0]["reason"] == "not in the version policy latest:1"
-        assert model["versions"][2]["test_accuracy"] == 0.5 and model["versions"][2]["weights_sha256"]
+        assert all(v["test_accuracy"] == 0.5 and v["weights_sha256"] for v in model["versions"])  # cards read from disk
         for path, accept in (("/embed", "application/x-npy"), ("/reconstruct", "image/png")):
             response = client.post(
                 path, content=DIGITS.tobytes(), headers={"Content-Type": "application/octet-stream", "Accept": accept}
