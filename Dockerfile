@@ -23,11 +23,15 @@ COPY pyproject.toml ./
 RUN touch README.md && pip install . && pip uninstall --yes sae-serve && rm -rf README.md build *.egg-info
 
 FROM deps AS app
+# The gRPC stubs are generated here from proto/ (never committed); grpcio-tools stays in this stage, out of the image.
+ARG GRPCIO_TOOLS_VERSION=1.81.1
+RUN pip install "grpcio-tools==${GRPCIO_TOOLS_VERSION}"
 COPY README.md ./
+COPY proto ./proto
 COPY models ./models
 COPY training ./training
 COPY service ./service
-RUN pip install --no-deps --prefix=/opt/app .
+RUN sh proto/generate.sh python && pip install --no-deps --prefix=/opt/app .
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 ARG PYTHON_VERSION
@@ -41,11 +45,12 @@ ENV PATH=/opt/app/bin:/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     SAE_HOST=0.0.0.0 \
     SAE_PORT=8000 \
+    SAE_GRPC_PORT=8001 \
     SAE_ARTIFACTS_DIR=/artifacts \
     SAE_DATA_DIR=/data
 USER sae
 WORKDIR /home/sae
-EXPOSE 8000
+EXPOSE 8000 8001
 VOLUME ["/artifacts", "/data"]
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"SAE_PORT\"]}/health/ready', timeout=2)"]

@@ -5,17 +5,25 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The versions this project is tested with; pyproject.toml admits a range around them.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# The gRPC stubs, generated from the proto by grpcio-tools (the `stubs` extra), never committed.
+PROTO := proto/grpc_predict_v2.proto
+STUBS := service/grpc_stubs/grpc_predict_v2_pb2.py
 
-.PHONY: install data models run system-deps test test-fast test-deploy testbed-up testbed-down lint bench gpu-check gpu-bundle clean
+.PHONY: install stubs data models run system-deps test test-fast test-deploy testbed-up testbed-down lint bench gpu-check gpu-bundle clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_PINS)
-	$(BIN)/pip install --quiet -e '.[train,dev,bench]'
+	$(BIN)/pip install --quiet -e '.[train,dev,bench,stubs]'
 	touch $(STAMP)
 
-install: $(STAMP)
+$(STUBS): $(PROTO) proto/generate.sh $(STAMP)
+	sh proto/generate.sh $(BIN)/python
+
+stubs: $(STUBS)
+
+install: $(STAMP) $(STUBS)
 
 # As root, a machine whose apt package lists were never fetched gets them when Fashion-MNIST needs them.
 data: install
@@ -76,4 +84,4 @@ gpu-bundle: models
 	$(BIN)/python bench/gpu_bundle.py --out .bundle
 
 clean:
-	rm -rf $(VENV) artifacts
+	rm -rf $(VENV) artifacts service/grpc_stubs
