@@ -5,6 +5,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -19,6 +20,9 @@ from service.routes import admin, demo, inference, meta, repository, v2
 from service.routes.docs import add_docs
 from service.security import ApiKeyMiddleware
 from service.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from service.grpc_server import GrpcServer
 
 log = logging.getLogger("sae_serve")
 
@@ -56,6 +60,15 @@ def watch_repository_changes(app: FastAPI) -> None:
     loop.add_signal_handler(signal.SIGUSR1, on_sigusr1)
 
 
+async def start_grpc(app: FastAPI) -> "GrpcServer":
+    """The gRPC server of this process (SAE_GRPC_PORT), on the app's event loop."""
+    # Imported here, not at the top: the supervisor imports this module before it forks its workers, and gRPC
+    # must not be initialised in a process that forks.
+    from service.grpc_server import start_grpc_server
+
+    return await start_grpc_server(app)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -68,9 +81,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.critical("no model could be loaded from %s (%s); not starting", settings.artifacts_dir, reasons)
             raise NoModelLoaded(f"no model could be loaded from {settings.artifacts_dir}: {reasons}")
         app.state.batchers = ModelBatchers(settings, app.state.metrics.batch_observer)
+        grpc_server = await start_grpc(app) if settings.grpc_port else None
         watch_sighup(app)
         watch_repository_changes(app)
         yield
+        if grpc_server is not None:
+            await grpc_server.stop()  # its calls in flight still need the batchers
         await app.state.batchers.close()
 
     app = FastAPI(

@@ -36,6 +36,16 @@ class Metrics:
         self.latency = Histogram(
             "sae_request_duration_seconds", "time to answer", ["route"], buckets=LATENCY_BUCKETS, registry=self.registry
         )
+        self.grpc_requests = Counter(
+            "sae_grpc_requests", "gRPC calls answered", ["method", "model", "code"], registry=self.registry
+        )
+        self.grpc_latency = Histogram(
+            "sae_grpc_request_duration_seconds",
+            "time to answer a gRPC call",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.batch_images = Histogram(
             "sae_batch_images",
             "images per forward pass",
@@ -92,6 +102,11 @@ class Metrics:
             self.model_loaded.labels(name, loaded.get(name, "none")).set(1 if name in loaded else 0)
 
 
+def request_id_from(given: str) -> str:
+    """The client's request id when it sent a printable one (128 characters at most), else a new one."""
+    return given[:128] if given.isprintable() and given else uuid.uuid4().hex
+
+
 class AccessMiddleware:
     """Take the client's X-Request-ID (or make one) and return it; count, time and log every request."""
 
@@ -103,8 +118,7 @@ class AccessMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
-        request_id = given[:128] if given.isprintable() and given else uuid.uuid4().hex
+        request_id = request_id_from(dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1"))
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500

@@ -20,6 +20,9 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="interface to listen on (0.0.0.0 in a container)")
     port: int = Field(8000, ge=0, le=65535, description="TCP port")
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="TCP port of the gRPC Open Inference Protocol (Triton's default); 0: off"
+    )
     artifacts_dir: Path = Field(Path("artifacts"), description="folder holding <model>/card.json checkpoints")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU")
     default_model: str = Field("mnist", description="model used when a request names none")

@@ -23,8 +23,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(artifacts: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `sae-serve` on a free port with the given artifacts and SAE_* variables; return it once ready."""
+def start_server(artifacts: Path, log_file: Path | None = None, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `sae-serve` on a free port with the given artifacts and SAE_* variables; return it once ready. Its log
+    goes to `log_file` when given (for the test to read), else to a file nobody keeps."""
     port = free_port()
     variables = {
         **os.environ,
@@ -39,7 +40,7 @@ def start_server(artifacts: Path, **env: str) -> tuple[subprocess.Popen[bytes], 
     script = Path(sys.executable).parent / "sae-serve"
     # The log goes to a file: a pipe nobody reads fills up under load, and the server then blocks on its next line.
     # The server keeps writing to its copy of the file once this one is closed.
-    with tempfile.TemporaryFile() as log:
+    with log_file.open("w+b") if log_file else tempfile.TemporaryFile() as log:
         process = subprocess.Popen([str(script)], env=variables, stdout=subprocess.DEVNULL, stderr=log)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60

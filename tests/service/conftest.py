@@ -29,7 +29,8 @@ def digit_like(seed: int) -> np.ndarray:
 
 
 def make_settings(artifacts: Path, **overrides: object) -> Settings:
-    return Settings(artifacts_dir=artifacts, device="cpu", **overrides)  # type: ignore[arg-type]
+    # No gRPC server in the test process: tests/service/test_grpc.py starts real ones.
+    return Settings(artifacts_dir=artifacts, device="cpu", **{"grpc_port": 0, **overrides})  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -1,0 +1,156 @@
+"""The Open Inference Protocol over gRPC (`inference.GRPCInferenceService`): thin, over the protocol codec and the
+service's own pipeline, as the REST routes under /v2 are.
+
+ModelInfer goes the way `POST /v2/models/{name}/infer` goes: the model found by `service.deps.find_model`, the
+`images` tensor checked by `service.protocol` (from `raw_input_contents`, or typed `contents`), the forward through
+the model's micro-batcher on the forward thread, all within SAE_REQUEST_TIMEOUT_S; the outputs asked for (all by
+default) answer in `raw_output_contents`, as Triton answers. Errors are the service's own exceptions, which
+`service.grpc_server` turns into status codes. Imported by worker processes only (see service/grpc_server.py).
+"""
+
+import contextvars
+from typing import Any
+
+import grpc
+import numpy as np
+from numpy.typing import NDArray
+from starlette.datastructures import State
+
+from service.deps import find_model
+from service.errors import UndecodableInput, within_timeout
+from service.grpc_stubs import grpc_predict_v2_pb2 as pb
+from service.grpc_stubs import grpc_predict_v2_pb2_grpc as pb_grpc
+from service.inputs import Batch, Limits
+from service.microbatching import ModelBatchers
+from service.protocol import (
+    INPUT_NAME,
+    image_tensor,
+    model_metadata,
+    output_names,
+    output_tensors,
+    raw_values,
+    tensor_pixels,
+)
+from service.registry import Registry, ServedModel, parse_version
+from service.routes.v2 import INLINE_PARSE_BYTES, server_metadata
+from service.settings import Settings
+from service.timing import timed_decode
+
+Context = grpc.aio.ServicerContext[Any, Any]
+# Typed contents: the InferTensorContents field of each input datatype, and the values' type there (uint32 for
+# UINT8, so that a value over 255 is refused by the pixel check rather than wrapped).
+CONTENTS_FIELDS: dict[str, tuple[str, type[np.generic]]] = {
+    "UINT8": ("uint_contents", np.uint32),
+    "FP32": ("fp32_contents", np.float32),
+}
+# The model a call was answered by, for its metric and log line: known names only, never the raw request.
+rpc_model: contextvars.ContextVar[str] = contextvars.ContextVar("rpc_model", default="-")
+
+
+def served_model(registry: Registry, name: str, version: str) -> ServedModel:
+    """The model and version a request names; an empty version is the newest loaded."""
+    served = find_model(registry, name, parse_version(version))
+    rpc_model.set(served.name)
+    return served
+
+
+def typed_values(given: pb.ModelInferRequest.InferInputTensor, datatype: str) -> NDArray[Any]:
+    field, dtype = CONTENTS_FIELDS[datatype]
+    values = getattr(given.contents, field)
+    return np.fromiter(values, dtype=dtype, count=len(values))
+
+
+def request_pixels(request: pb.ModelInferRequest, limits: Limits) -> Batch:
+    """The request's `images` tensor as (N, 28, 28) pixels, through the same checks as the REST protocol's."""
+    if len(request.inputs) != 1:
+        raise UndecodableInput(f"request needs exactly one input tensor, named '{INPUT_NAME}'")
+    given = request.inputs[0]
+    tensor = image_tensor(given.name, given.datatype, list(given.shape), limits)
+    if not request.raw_input_contents:
+        field = CONTENTS_FIELDS[tensor.datatype][0]
+        return tensor_pixels(tensor, typed_values(given, tensor.datatype), f"contents.{field}")
+    if len(request.raw_input_contents) != 1 or given.HasField("contents"):
+        raise UndecodableInput("send the input's values either in raw_input_contents (one entry) or in its contents")
+    raw = request.raw_input_contents[0]
+    return tensor_pixels(tensor, raw_values(tensor, raw, f"raw_input_contents of {len(raw)} bytes"), "input data")
+
+
+def infer_response(
+    served: ServedModel, request: pb.ModelInferRequest, names: tuple[str, ...], result: Any
+) -> pb.ModelInferResponse:
+    response = pb.ModelInferResponse(model_name=served.name, model_version=str(served.version), id=request.id)
+    for name, datatype, array in output_tensors(result, names):
+        response.outputs.add(name=name, datatype=datatype, shape=array.shape)
+        response.raw_output_contents.append(array.tobytes())
+    return response
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """The RPCs, each a few lines over the app's state (its models, batchers, limits and settings)."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    @property
+    def registry(self) -> Registry:
+        registry: Registry = self.state.store.registry
+        return registry
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Context) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.registry.ready)
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
+        served_model(self.registry, request.name, request.version)
+        return pb.ModelReadyResponse(ready=True)
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Context) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(**await server_metadata())
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context) -> pb.ModelMetadataResponse:
+        registry = self.registry
+        served = served_model(registry, request.name, request.version)
+        versions = [str(v) for v in registry.versions[served.name]]
+        metadata = model_metadata(served.name, versions, served.class_names, served.model.config.hidden_dims[-1])
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=metadata["name"],
+            versions=metadata["versions"],
+            platform=metadata["platform"],
+            inputs=[tensor(**t) for t in metadata["inputs"]],
+            outputs=[tensor(**t) for t in metadata["outputs"]],
+        )
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
+        served = served_model(self.registry, request.model_name, request.model_version)
+        names = output_names([o.name for o in request.outputs])
+        settings: Settings = self.state.settings
+        batchers: ModelBatchers = self.state.batchers
+        limits: Limits = self.state.limits
+
+        async def work() -> Any:
+            inline = request.ByteSize() <= INLINE_PARSE_BYTES
+            pixels = await timed_decode(inline, request_pixels, request, limits)
+            return await batchers.all_outputs(served, pixels)
+
+        result = await within_timeout(work(), settings.request_timeout_s)
+        return infer_response(served, request, names, result)
+
+    # Triton's model repository extension (the end of proto/grpc_predict_v2.proto). Not served over gRPC yet: the
+    # REST routes in service/routes/repository.py hold the behaviour (index_entries, store.load_model and
+    # store.unload_model, admin only); these three are where gRPC calls them.
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Context) -> pb.RepositoryIndexResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RepositoryIndex is not served over gRPC yet")
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Context
+    ) -> pb.RepositoryModelLoadResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RepositoryModelLoad is not served over gRPC yet")
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Context
+    ) -> pb.RepositoryModelUnloadResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RepositoryModelUnload is not served over gRPC yet")
