@@ -1,6 +1,6 @@
 """Architecture, preprocessing and checkpoint format shared by training and the service."""
 
-from models.card import FULL_FRAME, MNIST_FRAMING, Framing, Metrics, ModelCard
+from models.card import FULL_FRAME, MNIST_FRAMING, Calibration, Framing, Metrics, ModelCard
 from models.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
 from models.device import DEVICE_CHOICES, resolve_device
 from models.errors import CheckpointError
@@ -13,6 +13,7 @@ __all__ = [
     "IMAGE_SIDE",
     "MNIST_FRAMING",
     "PREPROCESSING",
+    "Calibration",
     "CheckpointError",
     "Framing",
     "LoadedCheckpoint",

@@ -14,7 +14,7 @@ from typing import Any
 from models.errors import CheckpointError
 from models.sae import SAEConfig
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3 added `calibration`; 2 added `framing`
 PERCENTILES = ("p50", "p90", "p99", "p99.9")
 
 
@@ -45,6 +45,21 @@ class Metrics:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """What training fitted on its validation split (held out of the training images, never the test set):
+    the temperature the service divides the logits by, and the in-distribution threshold; and, measured on
+    the test set, the expected calibration error (15 bins) and NLL without and with the temperature."""
+
+    temperature: float
+    validation_examples: int
+    in_distribution_threshold: float  # the validation split's 99th percentile of per-image reconstruction error
+    test_ece_before: float
+    test_ece_after: float
+    test_nll_before: float
+    test_nll_after: float
+
+
+@dataclass(frozen=True)
 class ModelCard:
     dataset: str
     class_names: tuple[str, ...]
@@ -57,6 +72,7 @@ class ModelCard:
     weights_file: str = "model.safetensors"
     recipe: dict[str, Any] = field(default_factory=dict)  # the recipe's settings, as training ran them
     provenance: dict[str, Any] = field(default_factory=dict)
+    calibration: Calibration | None = None  # cards before format 3 have none: temperature 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +87,7 @@ class ModelCard:
             "weights_file": self.weights_file,
             "weights_sha256": self.weights_sha256,
             "provenance": self.provenance,
+            **({"calibration": asdict(self.calibration)} if self.calibration else {}),
         }
 
     @classmethod
@@ -114,8 +131,23 @@ class ModelCard:
             confusion_matrix=list(metrics_reader.raw.get("confusion_matrix") or []),
         )
         recipe = dict(card.section("recipe").raw)
+        calibration = None
+        if version >= 3 and "calibration" in card.raw:
+            reader = card.section("calibration")
+            temperature = reader.number("temperature")
+            if temperature <= 0:
+                raise CheckpointError(f"{source}: 'calibration': 'temperature' must be above 0, found {temperature}")
+            calibration = Calibration(
+                temperature=temperature,
+                validation_examples=reader.integer("validation_examples"),
+                in_distribution_threshold=reader.number("in_distribution_threshold"),
+                test_ece_before=reader.number("test_ece_before"),
+                test_ece_after=reader.number("test_ece_after"),
+                test_nll_before=reader.number("test_nll_before"),
+                test_nll_after=reader.number("test_nll_after"),
+            )
         known = {"format_version", "dataset", "class_names", "framing", "config", "metrics", "pretraining"}
-        known |= {"recipe", "weights_file", "weights_sha256", "provenance"}
+        known |= {"recipe", "weights_file", "weights_sha256", "provenance", "calibration"}
         # format 1 kept provenance at the top level
         provenance = dict(card.raw.get("provenance") or {k: v for k, v in card.raw.items() if k not in known})
         return cls(
@@ -130,12 +162,21 @@ class ModelCard:
             weights_file=str(card.raw.get("weights_file", "model.safetensors")),
             recipe=recipe,
             provenance=provenance,
+            calibration=calibration,
         )
 
     @property
     def error_threshold(self) -> float:
-        """Reconstruction error at or under which an image counts as in-distribution (the test set's p99)."""
+        """Reconstruction error at or under which an image counts as in-distribution: the validation split's
+        99th percentile (the test set's, on cards written before there was one)."""
+        if self.calibration is not None:
+            return self.calibration.in_distribution_threshold
         return self.metrics.reconstruction_error_percentiles["p99"]
+
+    @property
+    def temperature(self) -> float:
+        """What the service divides the logits by before the softmax: 1 on cards without calibration."""
+        return self.calibration.temperature if self.calibration is not None else 1.0
 
 
 class _Reader:

@@ -145,9 +145,20 @@ class Client(_Base[httpx.Client]):
     def _connect(self, options: dict[str, Any], retries: int, transport: Any) -> httpx.Client:
         return httpx.Client(**options, transport=transport or httpx.HTTPTransport(retries=retries))
 
-    def classify(self, images: Images, model: str | None = None, top_k: int = 3, resize: bool = False) -> Any:
-        """A prediction dict per image (one dict for one image)."""
-        path, kwargs, single = _prepare("classify", images, model or self.model, resize, top_k=top_k)
+    def classify(
+        self,
+        images: Images,
+        model: str | None = None,
+        top_k: int = 3,
+        resize: bool = False,
+        min_confidence: float | None = None,
+        version: int | None = None,
+    ) -> Any:
+        """A prediction dict per image (one dict for one image); `abstained` is true where the top probability is
+        under `min_confidence`; `version` pins a model version (default: the newest loaded)."""
+        path, kwargs, single = _prepare(
+            "classify", images, model or self.model, resize, top_k=top_k, min_confidence=min_confidence, version=version
+        )
         return _predictions(_checked(self._http.post(path, **kwargs)), single)
 
     def reconstruct(
@@ -185,8 +196,18 @@ class AsyncClient(_Base[httpx.AsyncClient]):
     def _connect(self, options: dict[str, Any], retries: int, transport: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(**options, transport=transport or httpx.AsyncHTTPTransport(retries=retries))
 
-    async def classify(self, images: Images, model: str | None = None, top_k: int = 3, resize: bool = False) -> Any:
-        path, kwargs, single = _prepare("classify", images, model or self.model, resize, top_k=top_k)
+    async def classify(
+        self,
+        images: Images,
+        model: str | None = None,
+        top_k: int = 3,
+        resize: bool = False,
+        min_confidence: float | None = None,
+        version: int | None = None,
+    ) -> Any:
+        path, kwargs, single = _prepare(
+            "classify", images, model or self.model, resize, top_k=top_k, min_confidence=min_confidence, version=version
+        )
         return _predictions(_checked(await self._http.post(path, **kwargs)), single)
 
     async def reconstruct(

@@ -47,8 +47,15 @@ def negotiate(accept: str | None, offered: list[str]) -> str:
 
 
 def classification_json(
-    model: str, version: int, result: Classification, class_names: list[str], top_k: int, threshold: float
+    model: str,
+    version: int,
+    result: Classification,
+    class_names: list[str],
+    top_k: int,
+    threshold: float,
+    min_confidence: float = 0.0,
 ) -> dict[str, object]:
+    """`abstained`: the top probability is under `min_confidence` (the label is given all the same)."""
     probabilities = result.probabilities
     top = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k].tolist()  # (N, k), one sort for the batch
     rows = probabilities.tolist()
@@ -64,6 +71,7 @@ def classification_json(
                 "top_k": [{"label": i, "class_name": class_names[i], "probability": probs[i]} for i in order],
                 "reconstruction_error": error,
                 "in_distribution": error <= threshold,
+                "abstained": probs[label] < min_confidence,
             }
         )
     return {"model": model, "model_version": version, "predictions": predictions}

@@ -28,6 +28,14 @@ def _input(served: ServedModel, pixels: NDArray[np.uint8]) -> torch.Tensor:
     return to_model_input(torch.from_numpy(pixels)).to(served.device)  # (N, 784)
 
 
+def _probabilities(served: ServedModel, code: torch.Tensor) -> torch.Tensor:
+    """Class probabilities with the card's temperature: softmax(logits / T), T fitted on the validation split.
+    The head gives log-probabilities, which differ from the logits by a constant per image: the same softmax."""
+    log_probabilities = served.model.classify_code(code)
+    temperature = served.card.temperature
+    return log_probabilities.exp() if temperature == 1.0 else (log_probabilities / temperature).softmax(1)
+
+
 def _errors(rebuilt: torch.Tensor, x: torch.Tensor) -> Floats:
     return (rebuilt - x).pow(2).mean(1).cpu().numpy()
 
@@ -36,7 +44,7 @@ def _errors(rebuilt: torch.Tensor, x: torch.Tensor) -> Floats:
 def classify(served: ServedModel, pixels: NDArray[np.uint8]) -> Classification:
     x = _input(served, pixels)
     code = served.model.encode(x)  # (N, 256), shared by the classifier and the decoder
-    probabilities = served.model.classify_code(code).exp()  # (N, classes)
+    probabilities = _probabilities(served, code)  # (N, classes)
     return Classification(probabilities.cpu().numpy(), _errors(served.model.decode(code), x))
 
 
@@ -68,7 +76,7 @@ def all_outputs(served: ServedModel, pixels: NDArray[np.uint8]) -> AllOutputs:
     code = served.model.encode(x)  # (N, 256)
     rebuilt = served.model.decode(code)  # (N, 784)
     return AllOutputs(
-        served.model.classify_code(code).exp().cpu().numpy(),
+        _probabilities(served, code).cpu().numpy(),
         code.cpu().numpy(),
         rebuilt.cpu().numpy(),
         _errors(rebuilt, x),

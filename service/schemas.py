@@ -26,7 +26,12 @@ class Prediction(BaseModel):
     probabilities: dict[str, float] = Field(description="one per class, in class order, keyed by class name")
     top_k: list[TopClass]
     reconstruction_error: float = Field(description="mean squared error of the reconstruction, pixels in [0, 1]")
-    in_distribution: bool = Field(description="reconstruction_error at or under the test set's 99th percentile")
+    in_distribution: bool = Field(
+        description="reconstruction_error at or under the validation split's 99th percentile (the model card's)"
+    )
+    abstained: bool = Field(
+        description="the top probability is under the request's min_confidence: route the image to a person"
+    )
 
 
 class ClassifyResponse(BaseModel):

@@ -75,12 +75,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = _train_one(args, name, args.pretrain)
         directory = next_version_dir(directory)  # a new version beside the others; none is overwritten
         save_checkpoint(result.model, result.card, directory)
-        write_plots(directory, result.model, result.history, result.metrics, result.card.class_names, result.test_x)
+        write_plots(directory, result.model, result.history, result.card, result.metrics, result.test_x, result.test_y)
         print(
             f"{name}: test accuracy {_percent(result.metrics['test_accuracy'])}, "
             f"reconstruction MSE {result.metrics['reconstruction_mse']:.5f}, "
             f"trained in {result.card.provenance['training_seconds']:.1f} s -> {directory}"
         )
+        if result.card.calibration is not None:
+            c = result.card.calibration
+            print(
+                f"{name}: temperature {c.temperature:.3f} from {c.validation_examples:,} validation images; test ECE "
+                f"{_percent(c.test_ece_before)} -> {_percent(c.test_ece_after)}, NLL {c.test_nll_before:.4f} -> "
+                f"{c.test_nll_after:.4f}"
+            )
     return 0
 
 

@@ -26,6 +26,9 @@ class Recipe:
     # Fine-tuning moves the encoders away from what the pretrained decoders expect; refitting the
     # decoders to the final encoders (which stay frozen) restores the reconstructions the service serves.
     refit_decoder_epochs: int = 0
+    # Held out of the training images (stratified, chosen by the seed): the temperature and the in-distribution
+    # threshold are fitted on it, so the test set is only measured. At most a tenth of the training set.
+    validation_images: int = 5000
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

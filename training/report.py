@@ -1,4 +1,4 @@
-"""PNG plots written beside a checkpoint: loss curves, confusion matrix, reconstructions."""
+"""PNG plots written beside a checkpoint: loss curves, confusion matrix, reconstructions, reliability diagram."""
 
 from pathlib import Path
 from typing import Any
@@ -9,7 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from models import StackedAutoencoder
+from models import Calibration, ModelCard, StackedAutoencoder
+from training.calibration import reliability
 from training.loop import StageHistory
 
 
@@ -66,16 +67,50 @@ def plot_reconstructions(model: StackedAutoencoder, x: torch.Tensor, path: Path,
     plt.close(fig)
 
 
+@torch.inference_mode()
+def plot_reliability(
+    model: StackedAutoencoder, x: torch.Tensor, y: torch.Tensor, calibration: Calibration, path: Path
+) -> None:
+    """Accuracy against confidence over the test set's 15 confidence bins, without and with the temperature."""
+    model.eval()
+    logits = torch.cat([model.classify(chunk).cpu() for chunk in x.split(5000)])
+    fig, ax = plt.subplots(figsize=(5, 4.6))
+    ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=0.8, label="perfectly calibrated")
+    for temperature, ece, style in (
+        (1.0, calibration.test_ece_before, "o-"),
+        (calibration.temperature, calibration.test_ece_after, "s-"),
+    ):
+        rows = reliability((logits / temperature).softmax(1), y.cpu())
+        ax.plot(
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            style,
+            markersize=4,
+            label=f"T = {temperature:.3g}: ECE {100 * ece:.2f}%",
+        )
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"test set, temperature fitted on {calibration.validation_examples:,} validation images", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def write_plots(
     directory: Path,
     model: StackedAutoencoder,
     history: list[StageHistory],
+    card: ModelCard,
     metrics: dict[str, Any],
-    class_names: tuple[str, ...],
     test_x: torch.Tensor,
+    test_y: torch.Tensor,
 ) -> list[Path]:
     paths = [directory / "loss_curves.png", directory / "confusion_matrix.png", directory / "reconstructions.png"]
     plot_losses(history, paths[0])
-    plot_confusion(metrics, class_names, paths[1])
+    plot_confusion(metrics, card.class_names, paths[1])
     plot_reconstructions(model, test_x, paths[2])
+    if card.calibration is not None:
+        paths.append(directory / "reliability.png")
+        plot_reliability(model, test_x, test_y, card.calibration, paths[3])
     return paths

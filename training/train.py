@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from models import PREPROCESSING, Metrics, ModelCard, SAEConfig, StackedAutoencoder, to_model_input
+from models import PREPROCESSING, Calibration, Metrics, ModelCard, SAEConfig, StackedAutoencoder, to_model_input
+from training.calibration import expected_calibration_error, fit_temperature, nll, validation_split
 from training.data import Dataset
 from training.evaluate import evaluate
 from training.loop import StageHistory
@@ -26,6 +27,7 @@ class TrainResult:
     metrics: dict[str, Any]
     card: ModelCard  # its weights_sha256 is filled in by save_checkpoint
     test_x: torch.Tensor
+    test_y: torch.Tensor
 
 
 def train(
@@ -51,8 +53,12 @@ def train(
     )
     config = SAEConfig(num_classes=len(data.class_names), input_dropout=recipe.input_dropout, dropout=recipe.dropout)
     model = StackedAutoencoder(config).to(device)
-    train_x = to_model_input(data.train_images).to(device)  # (60000, 784), moved once
-    train_y = data.train_labels.to(device)
+    held_out = min(recipe.validation_images, len(data.train_labels) // 10)
+    train_index, validation_index = validation_split(data.train_labels, held_out, seed)
+    all_x = to_model_input(data.train_images).to(device)  # (60000, 784), moved once
+    train_x, train_y = all_x[train_index.to(device)], data.train_labels[train_index].to(device)
+    validation_x, validation_y = all_x[validation_index.to(device)], data.train_labels[validation_index]
+    del all_x
     test_count = DRY_RUN_TEST_IMAGES if dry_run else len(data.test_labels)
     test_x = to_model_input(data.test_images[:test_count]).to(device)
     test_y = data.test_labels[:test_count].to(device)
@@ -66,6 +72,7 @@ def train(
     seconds = time.perf_counter() - start
 
     metrics = evaluate(model, test_x, test_y, data.class_names)
+    calibration = calibrate(model, validation_x, validation_y, test_x, test_y)
     settings = recipe.to_dict()
     card = ModelCard(
         dataset=data.name,
@@ -78,8 +85,44 @@ def train(
         recipe=settings,
         weights_sha256="",
         provenance=provenance(data, seed, dry_run, seconds, history, device),
+        calibration=calibration,
     )
-    return TrainResult(model=model, history=history, metrics=metrics, card=card, test_x=test_x)
+    return TrainResult(model=model, history=history, metrics=metrics, card=card, test_x=test_x, test_y=test_y)
+
+
+@torch.inference_mode()
+def logits_and_errors(model: StackedAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities (N, classes) and per-image reconstruction MSE (N,), on the CPU."""
+    model.eval()
+    logits, errors = [], []
+    for chunk in x.split(5000):
+        code = model.encode(chunk)
+        logits.append(model.classify_code(code).cpu())
+        errors.append((model.decode(code) - chunk).pow(2).mean(1).cpu())
+    return torch.cat(logits), torch.cat(errors)
+
+
+def calibrate(
+    model: StackedAutoencoder,
+    validation_x: torch.Tensor,
+    validation_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+) -> Calibration:
+    """The temperature and in-distribution threshold from the validation split; ECE and NLL on the test set."""
+    validation_logits, validation_errors = logits_and_errors(model, validation_x)
+    temperature = fit_temperature(validation_logits, validation_y)
+    test_logits, _ = logits_and_errors(model, test_x)
+    labels = test_y.cpu()
+    return Calibration(
+        temperature=round(temperature, 6),
+        validation_examples=len(validation_y),
+        in_distribution_threshold=torch.quantile(validation_errors.double(), 0.99).item(),
+        test_ece_before=expected_calibration_error(test_logits.softmax(1), labels),
+        test_ece_after=expected_calibration_error((test_logits / temperature).softmax(1), labels),
+        test_nll_before=nll(test_logits, labels),
+        test_nll_after=nll(test_logits, labels, temperature),
+    )
 
 
 def provenance(

@@ -115,12 +115,23 @@ async def classify(
     context: InferenceContextDep,
     resize: ResizeQuery = False,
     top_k: Annotated[int, Query(ge=1, le=1000, description="how many of the most probable classes to list")] = 3,
+    min_confidence: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=1,
+            description="abstain (`abstained: true`, the label still given) where the top probability is under this",
+        ),
+    ] = 0.0,
 ) -> Response:
-    """Class probabilities, top-k classes and an in-distribution flag for each image, in input order."""
+    """Class probabilities (calibrated), top-k classes, an in-distribution flag and whether the service abstains,
+    for each image, in input order."""
     served = context.served
     result = await infer(request, context, resize, partial(context.batchers.classify, served))
     top_k = min(top_k, len(served.class_names))
-    answer = classification_json(served.name, served.version, result, served.class_names, top_k, served.error_threshold)
+    answer = classification_json(
+        served.name, served.version, result, served.class_names, top_k, served.error_threshold, min_confidence
+    )
     return FastJSONResponse(answer, headers=version_header(served))
 
 

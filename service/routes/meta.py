@@ -1,5 +1,6 @@
 """/models and the health probes."""
 
+from dataclasses import asdict
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -70,6 +71,7 @@ async def list_models(registry: RegistryDep, settings: SettingsDep) -> ModelsRes
                     "test_accuracy": card.metrics.test_accuracy,
                     "reconstruction_mse": card.metrics.reconstruction_mse,
                     "reconstruction_error_percentiles": card.metrics.reconstruction_error_percentiles,
+                    "calibration": asdict(card.calibration) if card.calibration else None,
                 },
                 in_distribution_threshold=served.error_threshold,
                 device=str(served.device),

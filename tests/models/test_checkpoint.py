@@ -69,6 +69,33 @@ def test_card_config_that_does_not_fit_the_weights_is_refused(tmp_path: Path) ->
         load_checkpoint(directory)
 
 
+CALIBRATION = {
+    "temperature": 1.5,
+    "validation_examples": 5000,
+    "in_distribution_threshold": 0.07,
+    "test_ece_before": 0.02,
+    "test_ece_after": 0.01,
+    "test_nll_before": 0.1,
+    "test_nll_after": 0.08,
+}
+
+
+def test_a_card_with_calibration_carries_its_temperature_and_threshold(tmp_path: Path) -> None:
+    _, directory = saved(tmp_path)
+    edit_card(directory, lambda c: c.update(calibration=CALIBRATION))
+    card = load_checkpoint(directory).card
+    assert card.temperature == 1.5 and card.error_threshold == 0.07
+    assert card.calibration is not None and card.to_dict()["calibration"] == CALIBRATION
+
+
+def test_a_card_without_calibration_loads_with_temperature_1_and_the_test_threshold(tmp_path: Path) -> None:
+    _, directory = saved(tmp_path)
+    edit_card(directory, lambda c: (c.pop("calibration", None), c.update(format_version=2)))
+    card = load_checkpoint(directory).card
+    assert card.calibration is None and card.temperature == 1.0
+    assert card.error_threshold == card.metrics.reconstruction_error_percentiles["p99"]
+
+
 def edit_card(directory: Path, change: Callable[[dict[str, Any]], None]) -> None:
     card = json.loads((directory / CARD_FILE).read_text())
     change(card)
@@ -86,7 +113,12 @@ def format_1(card: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("change", "phrase"),
     [
-        (lambda c: c.update(format_version=3), "card format 3 was written by a newer sae-serve"),
+        (lambda c: c.update(format_version=FORMAT_VERSION + 1), "was written by a newer sae-serve"),
+        (
+            lambda c: c.update(calibration={**CALIBRATION, "temperature": 0}),
+            "'temperature' must be above 0",
+        ),
+        (lambda c: c.update(calibration={"temperature": 1.5}), "'validation_examples' is missing"),
         (lambda c: c.pop("class_names"), "'class_names' is missing"),
         (lambda c: c.update(class_names=["a", "b"]), "2 class names for a model of 10 classes"),
         (lambda c: c["metrics"].update(test_accuracy="high"), "'test_accuracy' must be a finite number"),
@@ -95,7 +127,18 @@ def format_1(card: dict[str, Any]) -> None:
         (lambda c: c.update(config=[1, 2]), "'config': expected a JSON object"),
         (lambda c: (format_1(c), c.update(dataset="letters")), "card format 1 of data set 'letters'"),
     ],
-    ids=["newer", "no class names", "class count", "metric type", "no p99", "framing type", "config", "old unknown"],
+    ids=[
+        "newer",
+        "zero temperature",
+        "half calibration",
+        "no class names",
+        "class count",
+        "metric type",
+        "no p99",
+        "framing type",
+        "config",
+        "old unknown",
+    ],
 )
 def test_an_old_damaged_or_newer_card_is_refused_saying_what_is_wrong(
     tmp_path: Path, change: Callable[[dict[str, Any]], None], phrase: str

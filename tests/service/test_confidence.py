@@ -1,0 +1,92 @@
+"""Calibrated probabilities (the card's temperature) and abstaining under `min_confidence`."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from models import load_checkpoint, to_model_input
+from service.app import create_app
+from tests.service.conftest import digit_like, make_settings
+
+DIGITS = np.stack([digit_like(seed) for seed in range(6)])
+RAW = {"Content-Type": "application/octet-stream"}
+
+
+@pytest.fixture
+def calibrated(tiny_artifacts: Path) -> Path:
+    card_path = tiny_artifacts / "mnist" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["format_version"] = 3
+    card["calibration"] = {
+        "temperature": 2.5,
+        "validation_examples": 5000,
+        "in_distribution_threshold": 0.07,
+        "test_ece_before": 0.03,
+        "test_ece_after": 0.01,
+        "test_nll_before": 0.2,
+        "test_nll_after": 0.15,
+    }
+    card_path.write_text(json.dumps(card))
+    return tiny_artifacts
+
+
+def logits(artifacts: Path) -> torch.Tensor:
+    model = load_checkpoint(artifacts / "mnist").model
+    with torch.inference_mode():
+        return model.classify(to_model_input(torch.from_numpy(DIGITS)))
+
+
+def classify(client: TestClient, query: str = "") -> list[dict[str, object]]:
+    response = client.post(f"/classify?top_k=1{query}", content=DIGITS.tobytes(), headers=RAW)
+    assert response.status_code == 200, response.text
+    predictions: list[dict[str, object]] = response.json()["predictions"]
+    return predictions
+
+
+def probabilities(predictions: list[dict[str, object]]) -> np.ndarray:
+    return np.array([list(p["probabilities"].values()) for p in predictions])  # type: ignore[attr-defined]
+
+
+def test_the_cards_temperature_calibrates_every_route_and_the_threshold_is_the_cards(calibrated: Path) -> None:
+    expected = (logits(calibrated) / 2.5).softmax(1).numpy()
+    with TestClient(create_app(make_settings(calibrated))) as client:
+        predictions = classify(client)
+        np.testing.assert_allclose(probabilities(predictions), expected, atol=1e-5)
+        assert [p["in_distribution"] for p in predictions] == [
+            p["reconstruction_error"] <= 0.07  # type: ignore[operator]
+            for p in predictions
+        ]
+        tensor = {"name": "images", "shape": [6, 784], "datatype": "UINT8", "data": DIGITS.ravel().tolist()}
+        answer = client.post(
+            "/v2/models/mnist/infer", json={"inputs": [tensor], "outputs": [{"name": "probabilities"}]}
+        )
+        np.testing.assert_allclose(np.array(answer.json()["outputs"][0]["data"]).reshape(6, 10), expected, atol=1e-5)
+        model = next(m for m in client.get("/models").json()["models"] if m["name"] == "mnist")
+        assert model["metrics"]["calibration"]["temperature"] == 2.5
+        assert model["metrics"]["calibration"]["test_ece_after"] == 0.01
+        assert model["in_distribution_threshold"] == 0.07
+
+
+def test_a_card_without_calibration_serves_the_plain_softmax(tiny_artifacts: Path) -> None:
+    expected = logits(tiny_artifacts).exp().numpy()
+    with TestClient(create_app(make_settings(tiny_artifacts))) as client:
+        np.testing.assert_allclose(probabilities(classify(client)), expected, atol=1e-5)
+
+
+def test_min_confidence_abstains_exactly_below_the_threshold(calibrated: Path) -> None:
+    with TestClient(create_app(make_settings(calibrated))) as client:
+        plain = classify(client)
+        assert all(p["abstained"] is False for p in plain)
+        tops = [max(p["probabilities"].values()) for p in plain]  # type: ignore[attr-defined]
+        threshold = sorted(tops)[3]  # three images under it, three at or over it
+        answered = classify(client, f"&min_confidence={threshold!r}")
+        assert [p["abstained"] for p in answered] == [top < threshold for top in tops]
+        assert sum(p["abstained"] for p in answered) == 3  # type: ignore[misc]
+        assert [p["label"] for p in answered] == [p["label"] for p in plain]  # the label is still given
+        for bad in ("-0.1", "1.5", "high"):
+            response = client.post(f"/classify?min_confidence={bad}", content=DIGITS.tobytes(), headers=RAW)
+            assert response.status_code == 422 and "min_confidence" in response.text
