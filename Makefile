@@ -73,6 +73,7 @@ bench: models
 	$(BIN)/python bench/serve_bench.py
 	$(BIN)/python -m bench.workers_bench
 	$(BIN)/python bench/fork_memory.py
+	$(BIN)/python bench/grpc_bench.py
 
 # On a machine with an NVIDIA GPU: train, check parity, serve and measure there (bench/gpu_check.py).
 gpu-check: models
