@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -111,23 +112,48 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mean_sd(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    mean = statistics.fmean(values) * scale
+    if len(values) < 2:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
+
+
 def cmd_ablation(args: argparse.Namespace) -> int:
+    """Every data set x recipe x scheme, over each seed; a row each with the mean ± standard deviation."""
+    args.recipes = args.recipes or [args.recipe]
+    args.seeds = args.seeds or [args.seed]
     rows = []
     for name in _datasets(args.dataset):
         if not args.dry_run:
             fetch(name, args.data_dir)
-        for scheme in args.schemes:
-            result = _train_one(args, name, scheme)
-            rows.append((name, scheme, result))
-            if args.out is not None:
-                save_checkpoint(result.model, result.card, args.out / name / scheme)
-    print("\n| data set | pretraining | recipe | test accuracy | reconstruction MSE | training seconds |")
-    print("|---|---|---|---|---|---|")
-    for name, scheme, result in rows:
-        print(
-            f"| {name} | {scheme} | {args.recipe} | {_percent(result.metrics['test_accuracy'])} | "
-            f"{result.metrics['reconstruction_mse']:.5f} | {result.card.provenance['training_seconds']:.1f} |"
-        )
+        for recipe in args.recipes:
+            for scheme in args.schemes:
+                results = []
+                for seed in args.seeds:
+                    result = _train_one(
+                        argparse.Namespace(**{**vars(args), "recipe": recipe, "seed": seed}), name, scheme
+                    )
+                    results.append(result)
+                    if args.out is not None:
+                        save_checkpoint(result.model, result.card, args.out / name / f"{recipe}-{scheme}-seed{seed}")
+                rows.append((name, recipe, scheme, results))
+    seeds = ", ".join(map(str, args.seeds))
+    print(f"\nmean ± standard deviation over seeds {seeds}:\n")
+    print(
+        "| data set | recipe | pretraining | test accuracy (%) | test ECE before / after temperature (%) "
+        "| reconstruction MSE | training seconds |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, recipe, scheme, results in rows:
+        accuracy = _mean_sd([r.metrics["test_accuracy"] for r in results])
+        calibrations = [r.card.calibration for r in results if r.card.calibration is not None]
+        before = _mean_sd([c.test_ece_before for c in calibrations]) if calibrations else "-"
+        after = _mean_sd([c.test_ece_after for c in calibrations]) if calibrations else "-"
+        ece = f"{before} / {after}"
+        mse = _mean_sd([r.metrics["reconstruction_mse"] for r in results], scale=1.0, digits=5)
+        seconds = _mean_sd([r.card.provenance["training_seconds"] for r in results], scale=1.0, digits=1)
+        print(f"| {name} | {recipe} | {scheme} | {accuracy} | {ece} | {mse} | {seconds} |")
     return 0
 
 
@@ -185,13 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("ablation", help="train with each pretraining scheme and print a table")
+    p = sub.add_parser("ablation", help="train each recipe and pretraining scheme over several seeds and print a table")
     p.add_argument("--dataset", choices=[*DATASETS, "all"], default="all", help="which data set (default: all)")
     p.add_argument(
         "--schemes", nargs="+", choices=SCHEMES, default=list(SCHEMES), help="schemes to compare (default: all)"
     )
     training_flags(p)
-    p.add_argument("--out", type=Path, default=None, help="also save each checkpoint under OUT/<dataset>/<scheme>")
+    p.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=None, help="recipes (default: --recipe)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds to average over (default: --seed)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="also save each checkpoint under OUT/<dataset>/<recipe>-<scheme>-seed<S>"
+    )
     p.set_defaults(func=cmd_ablation)
     return parser
 

@@ -94,7 +94,20 @@ def test_training_again_writes_the_next_version_and_keeps_the_others(
 def test_ablation_prints_a_row_per_scheme(tiny_data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ablation", "--dataset", "mnist", "--dry-run", "--device", "cpu"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| mnist |")]
-    assert [row.split(" | ")[1] for row in rows] == ["greedy", "end-to-end", "none"]
+    assert [row.split(" | ")[2] for row in rows] == ["greedy", "end-to-end", "none"]
+
+
+def test_ablation_over_seeds_and_recipes_gives_mean_and_spread(
+    tiny_data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["ablation", "--dataset", "mnist", "--dry-run", "--device", "cpu", "--schemes", "greedy"]
+    assert main([*args, "--recipes", "seed", "default", "--seeds", "0", "1", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "over seeds 0, 1, 2" in out
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| mnist |")]
+    assert [row[1] for row in rows] == ["seed", "default"]
+    accuracy, ece = rows[0][3], rows[0][4]
+    assert " ± " in accuracy and ece.count(" ± ") == 2  # three seeds: a mean and a spread
 
 
 def test_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
