@@ -13,14 +13,19 @@ ECE_BINS = 15
 
 
 def validation_split(labels: torch.Tensor, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(training indices, validation indices): `count` images held out, each class in its share of the
-    training set, chosen by the seed; both sorted, disjoint, together every index."""
+    """(training indices, validation indices): exactly `count` images held out, each class in its share of the
+    training set (largest remainders round), chosen by the seed; both sorted, disjoint, together every index."""
     generator = torch.Generator().manual_seed(seed)
-    classes = labels.unique()
+    classes = labels.unique().tolist()
+    sizes = [int((labels == c).sum()) for c in classes]
+    shares = [count * size / len(labels) for size in sizes]
+    takes = [int(share) for share in shares]
+    by_remainder = sorted(range(len(classes)), key=lambda i: (takes[i] - shares[i], i))
+    for i in by_remainder[: count - sum(takes)]:
+        takes[i] += 1
     held: list[torch.Tensor] = []
-    for c in classes.tolist():
+    for c, take in zip(classes, takes, strict=True):
         members = (labels == c).nonzero().flatten()
-        take = round(count * len(members) / len(labels))
         held.append(members[torch.randperm(len(members), generator=generator)[:take]])
     validation = torch.cat(held).sort().values
     mask = torch.ones(len(labels), dtype=torch.bool)
