@@ -15,11 +15,12 @@ from service.errors import NoModelLoaded, add_error_handlers
 from service.inputs import Limits
 from service.microbatching import ModelBatchers
 from service.observability import AccessMiddleware, Metrics
-from service.registry import ModelStore, Policies
+from service.registry import ModelStore
 from service.routes import admin, demo, inference, meta, repository, v2
 from service.routes.docs import add_docs
 from service.security import ApiKeyMiddleware
 from service.settings import Settings, get_settings
+from service.versions import Policies
 
 if TYPE_CHECKING:
     from service.grpc_server import GrpcServer

@@ -33,6 +33,7 @@ from models import CheckpointError, ModelCard, StackedAutoencoder, load_checkpoi
 from models.checkpoint import checkpoint_versions
 from service.errors import InputError, NotFound, UndecodableInput
 from service.settings import REPOSITORY_STATE_ENV, SUPERVISOR_ENV
+from service.versions import Policies, VersionPolicy
 
 log = logging.getLogger("sae_serve")
 
@@ -62,65 +63,6 @@ class ServedModel:
     @property
     def error_threshold(self) -> float:
         return self.card.error_threshold
-
-
-@dataclass(frozen=True)
-class VersionPolicy:
-    kind: Literal["latest", "all", "specific"]
-    count: int = 1
-    versions: tuple[int, ...] = ()
-
-    @classmethod
-    def parse(cls, text: str) -> "VersionPolicy":
-        """`latest:N`, `all` or `specific:V:V...`."""
-        kind, _, rest = text.strip().partition(":")
-        numbers = rest.split(":") if rest else []
-        if not all(n.isascii() and n.isdigit() and int(n) > 0 for n in numbers):
-            raise ValueError(f"version policy {text!r}: versions and counts are whole numbers from 1")
-        if kind == "latest" and len(numbers) <= 1:
-            return cls("latest", count=int(numbers[0]) if numbers else 1)
-        if kind == "all" and not numbers:
-            return cls("all")
-        if kind == "specific" and numbers:
-            return cls("specific", versions=tuple(sorted({int(n) for n in numbers})))
-        raise ValueError(f"version policy {text!r} is not latest:N, all or specific:V[:V...]")
-
-    def choose(self, available: list[int]) -> list[int]:
-        """The versions this policy serves, of those on disk (a specific version missing from disk included)."""
-        if self.kind == "latest":
-            return sorted(available)[-self.count :]
-        if self.kind == "all":
-            return sorted(available)
-        return list(self.versions)
-
-    def __str__(self) -> str:
-        if self.kind == "latest":
-            return f"latest:{self.count}"
-        return "all" if self.kind == "all" else "specific:" + ":".join(map(str, self.versions))
-
-
-@dataclass(frozen=True)
-class Policies:
-    default: VersionPolicy
-    per_model: dict[str, VersionPolicy]
-
-    @classmethod
-    def parse(cls, entries: list[str]) -> "Policies":
-        """`[model=]policy` entries; one without a model is the default (latest:1 when none is given)."""
-        default, per_model = VersionPolicy("latest"), {}
-        for entry in entries:
-            model, equals, policy = entry.rpartition("=")
-            if equals and not model.strip():
-                raise ValueError(f"version policy {entry!r}: name the model before '='")
-            parsed = VersionPolicy.parse(policy)
-            if model.strip():
-                per_model[model.strip()] = parsed
-            else:
-                default = parsed
-        return cls(default, per_model)
-
-    def of(self, model: str) -> VersionPolicy:
-        return self.per_model.get(model, self.default)
 
 
 @dataclass

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     @field_validator("version_policy")
     @classmethod
     def check_version_policy(cls, value: list[str]) -> list[str]:
-        from service.registry import Policies
+        from service.versions import Policies
 
         Policies.parse(value)  # a policy that does not parse stops the service at start, saying why
         return value

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from models import SAEConfig, StackedAutoencoder, load_checkpoint, save_checkpoint, to_model_input
 from service.app import create_app
-from service.registry import Policies, VersionPolicy
+from service.versions import Policies, VersionPolicy
 from tests.conftest import make_card
 from tests.service.conftest import digit_like, make_settings
 

@@ -39,29 +39,30 @@ def workers_of(supervisor: int) -> list[int]:
 
 
 class Logs:
-    """Reads the server's log lines as they come, so that a full pipe never blocks its workers."""
+    """The server's JSON log lines, read from the file it writes them to."""
 
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        assert process.stderr is not None
-        self.stream = process.stderr
-        self.lines: list[dict[str, Any]] = []
-        self.reader = threading.Thread(target=self.read)
-        self.reader.start()
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
-    def read(self) -> None:
-        for raw in self.stream:
-            if raw.startswith(b"{"):
-                self.lines.append(json.loads(raw))
+    @property
+    def lines(self) -> list[dict[str, Any]]:
+        text = self.path.read_text(errors="replace") if self.path.exists() else ""
+        return [json.loads(line) for line in text.splitlines() if line.startswith("{") and line.endswith("}")]
 
     def wait_for_started_workers(self, count: int) -> None:
         deadline = time.monotonic() + 60
-        while len({x["pid"] for x in list(self.lines) if x["message"] == "Application startup complete."}) < count:
+        while len({x["pid"] for x in self.lines if x["message"] == "Application startup complete."}) < count:
             assert time.monotonic() < deadline, "the workers did not start"
             time.sleep(0.1)
 
     def after_stop(self) -> list[dict[str, Any]]:
-        self.reader.join(timeout=30)
         return self.lines
+
+
+def serve(artifacts: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, Logs]:
+    log = artifacts.parent / "server.log"
+    process, url = start_server(artifacts, log_file=log, **env)
+    return process, url, Logs(log)
 
 
 def stop(process: subprocess.Popen[bytes]) -> int:
@@ -91,8 +92,7 @@ def classify_count(url: str) -> float:
 
 
 def test_metrics_count_every_workers_requests_and_logs_name_the_worker(tiny_artifacts: Path) -> None:
-    process, url = start_server(tiny_artifacts, SAE_WORKERS="2")
-    logs = Logs(process)
+    process, url, logs = serve(tiny_artifacts, SAE_WORKERS="2")
     logs.wait_for_started_workers(2)
     try:
         assert len(workers_of(process.pid)) == 2
@@ -110,8 +110,7 @@ def test_metrics_count_every_workers_requests_and_logs_name_the_worker(tiny_arti
 @pytest.mark.skipif(usable_cores() < 2, reason="on one core the default is one process, with no workers")
 def test_by_default_one_worker_per_core_each_with_its_share_of_the_threads(tiny_artifacts: Path) -> None:
     cores = usable_cores()
-    process, url = start_server(tiny_artifacts, SAE_WORKERS="0")
-    logs = Logs(process)
+    process, url, logs = serve(tiny_artifacts, SAE_WORKERS="0")
     logs.wait_for_started_workers(cores)
     try:
         assert len(workers_of(process.pid)) == cores
@@ -123,8 +122,7 @@ def test_by_default_one_worker_per_core_each_with_its_share_of_the_threads(tiny_
 
 
 def test_sighup_and_admin_reload_reach_every_worker(tiny_artifacts: Path) -> None:
-    process, url = start_server(tiny_artifacts, SAE_WORKERS="2", SAE_API_KEYS="admin")
-    logs = Logs(process)
+    process, url, logs = serve(tiny_artifacts, SAE_WORKERS="2", SAE_API_KEYS="admin")
     logs.wait_for_started_workers(2)
     key = {"X-API-Key": "admin"}
 
@@ -165,8 +163,7 @@ def test_sighup_and_admin_reload_reach_every_worker(tiny_artifacts: Path) -> Non
 
 
 def test_a_dead_worker_is_replaced_and_only_its_own_requests_are_lost(tiny_artifacts: Path) -> None:
-    process, url = start_server(tiny_artifacts, SAE_WORKERS="2")
-    logs = Logs(process)
+    process, url, logs = serve(tiny_artifacts, SAE_WORKERS="2")
     logs.wait_for_started_workers(2)
     failures: list[str] = []
     sent = [0]
