@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from starlette.datastructures import State
 
 from service.deps import find_model
-from service.errors import UndecodableInput, within_timeout
+from service.errors import Forbidden, UndecodableInput, within_timeout
 from service.grpc_stubs import grpc_predict_v2_pb2 as pb
 from service.grpc_stubs import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.inputs import Batch, Limits
@@ -31,7 +31,8 @@ from service.protocol import (
     raw_values,
     tensor_pixels,
 )
-from service.registry import Registry, ServedModel, parse_version
+from service.registry import ModelStore, Registry, ServedModel, parse_version
+from service.routes.repository import index_entries, version_parameter
 from service.routes.v2 import INLINE_PARSE_BYTES, server_metadata
 from service.settings import Settings
 from service.timing import timed_decode
@@ -138,19 +139,41 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         result = await within_timeout(work(), settings.request_timeout_s)
         return infer_response(served, request, names, result)
 
-    # Triton's model repository extension (the end of proto/grpc_predict_v2.proto). Not served over gRPC yet: the
-    # REST routes in service/routes/repository.py hold the behaviour (index_entries, store.load_model and
-    # store.unload_model, admin only); these three are where gRPC calls them.
+    # Triton's model repository extension (the end of proto/grpc_predict_v2.proto), as the REST routes in
+    # service/routes/repository.py serve it: admin only, and a `version` parameter loads or unloads one version.
+
+    def admin_store(self) -> ModelStore:
+        settings: Settings = self.state.settings
+        if not settings.api_keys:
+            raise Forbidden("the model repository API is an admin API: set SAE_API_KEYS to enable it")
+        store: ModelStore = self.state.store
+        return store
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Context) -> pb.RepositoryIndexResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RepositoryIndex is not served over gRPC yet")
+        entries = index_entries(self.admin_store().registry, request.ready)
+        return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**e) for e in entries])
 
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Context
     ) -> pb.RepositoryModelLoadResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RepositoryModelLoad is not served over gRPC yet")
+        store = self.admin_store()
+        await store.load_model(request.model_name, version_parameter(parameters(request.parameters)))
+        return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: Context
     ) -> pb.RepositoryModelUnloadResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RepositoryModelUnload is not served over gRPC yet")
+        store = self.admin_store()
+        # tritonclient always sends unload_dependents; a model here has none.
+        version = version_parameter(parameters(request.parameters), frozenset({"unload_dependents"}))
+        await store.unload_model(request.model_name, version)
+        return pb.RepositoryModelUnloadResponse()
+
+
+def parameters(given: Any) -> dict[str, Any]:
+    """A map of ModelRepositoryParameter as plain values."""
+    values = {}
+    for key, parameter in given.items():
+        choice = parameter.WhichOneof("parameter_choice")
+        values[key] = getattr(parameter, choice) if choice else None
+    return values

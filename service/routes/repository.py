@@ -57,7 +57,12 @@ def requested_version(body: dict[str, Any]) -> int | None:
     parameters = body.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise UndecodableInput('"parameters" must be an object, e.g. {"version": 2}')
-    unknown = sorted(set(parameters) - {"version"})
+    return version_parameter(parameters)
+
+
+def version_parameter(parameters: dict[str, Any], ignored: frozenset[str] = frozenset()) -> int | None:
+    """The one parameter of a load or unload, `version`; `ignored` names parameters taken and left unused."""
+    unknown = sorted(set(parameters) - {"version"} - ignored)
     if unknown:
         raise UndecodableInput(f"unknown parameters {unknown}; the one parameter is 'version'")
     version = parameters.get("version")

@@ -1,6 +1,6 @@
 """The model repository on a real `sae-serve` with two worker processes: a new version loaded beside the one
-served, promoted, rolled back, five times over, while clients keep sending requests; none fails, and every
-answer is the one its version computes."""
+served, promoted, rolled back, five times over, while clients keep sending requests over REST (native and v2)
+and gRPC; none fails, and every answer is the one its version computes."""
 
 import threading
 import time
@@ -11,8 +11,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as triton
+from tritonclient.utils import InferenceServerException
 
-from tests.servers import start_server
+from tests.servers import free_port, start_server
 from tests.service.test_versions import DIGITS, add_version, expected_probabilities
 
 KEY = {"Authorization": "Bearer admin"}
@@ -37,6 +39,30 @@ class Clients:
         if not np.allclose(probabilities, self.expected[version], atol=1e-5):
             return f"{kind}: the answer is not version {version}'s"
         return ""
+
+    def run_grpc(self, address: str) -> None:
+        """Unpinned ModelInfer over gRPC (tritonclient)."""
+        with triton.InferenceServerClient(address) as client:
+            while not self.stop.is_set():
+                version = 0
+                try:
+                    tensor = triton.InferInput("images", list(DIGITS.shape), "UINT8")
+                    tensor.set_data_from_numpy(DIGITS)
+                    result = client.infer(
+                        "mnist",
+                        [tensor],
+                        outputs=[triton.InferRequestedOutput("probabilities")],
+                        headers={"authorization": "Bearer admin"},
+                        client_timeout=30,
+                    )
+                    version = int(result.get_response().model_version)
+                    problem = self.check("grpc", version, result.as_numpy("probabilities"), {2, 3})
+                except InferenceServerException as e:
+                    problem = f"grpc: {e!r}"
+                with self.lock:
+                    self.answered[f"grpc v{version}"] = self.answered.get(f"grpc v{version}", 0) + 1
+                    if problem:
+                        self.failures.append(problem)
 
     def run(self, kind: str) -> None:
         with httpx.Client(base_url=self.url, timeout=30) as client:
@@ -75,11 +101,13 @@ class Clients:
 
 
 @pytest.fixture
-def server(tiny_artifacts: Path) -> Iterator[str]:
+def server(tiny_artifacts: Path) -> Iterator[tuple[str, str]]:
+    """The server's HTTP URL and gRPC address."""
     add_version(tiny_artifacts, 2, seed=2)
-    process, url = start_server(tiny_artifacts, SAE_WORKERS="2", SAE_API_KEYS="admin")
+    port = free_port()
+    process, url = start_server(tiny_artifacts, SAE_WORKERS="2", SAE_API_KEYS="admin", SAE_GRPC_PORT=str(port))
     try:
-        yield url
+        yield url, f"127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(30)
@@ -91,39 +119,42 @@ def fresh_connection(url: str, path: str, **kwargs: object) -> httpx.Response:
         return client.post(path, **kwargs)  # type: ignore[arg-type]
 
 
-def test_five_load_and_unload_cycles_under_load_fail_no_request(server: str, tiny_artifacts: Path) -> None:
+def test_five_load_and_unload_cycles_under_load_fail_no_request(server: tuple[str, str], tiny_artifacts: Path) -> None:
+    url, grpc_address = server
     version_3 = add_version(tiny_artifacts, 3, seed=3)  # trained while the service runs: not served until loaded
     expected = {v: expected_probabilities(f) for v, f in ((2, tiny_artifacts / "mnist" / "2"), (3, version_3))}
-    clients = Clients(server, expected)
+    clients = Clients(url, expected)
     kinds = ["unpinned", "unpinned", "pinned 2", "infer v2"]
     threads = [threading.Thread(target=clients.run, args=(kind,)) for kind in kinds]
+    threads.append(threading.Thread(target=clients.run_grpc, args=(grpc_address,)))
     for thread in threads:
         thread.start()
     try:
         for _ in range(5):
             time.sleep(0.3)
             load = fresh_connection(
-                server, "/v2/repository/models/mnist/load", json={"parameters": {"version": 3}}, headers=KEY
+                url, "/v2/repository/models/mnist/load", json={"parameters": {"version": 3}}, headers=KEY
             )
             assert load.status_code == 200, load.text
             # Answered once every worker has it: version 3 is now what every worker serves by default.
             for _ in range(10):
-                answer = fresh_connection(server, "/classify?top_k=1", content=DIGITS.tobytes(), headers=RAW).json()
+                answer = fresh_connection(url, "/classify?top_k=1", content=DIGITS.tobytes(), headers=RAW).json()
                 assert answer["model_version"] == 3
             time.sleep(0.3)
             unload = fresh_connection(
-                server, "/v2/repository/models/mnist/unload", json={"parameters": {"version": 3}}, headers=KEY
+                url, "/v2/repository/models/mnist/unload", json={"parameters": {"version": 3}}, headers=KEY
             )
             assert unload.status_code == 200, unload.text
             for _ in range(10):
-                answer = fresh_connection(server, "/classify?top_k=1", content=DIGITS.tobytes(), headers=RAW).json()
+                answer = fresh_connection(url, "/classify?top_k=1", content=DIGITS.tobytes(), headers=RAW).json()
                 assert answer["model_version"] == 2
-                pinned = fresh_connection(server, "/classify?version=3", content=DIGITS.tobytes(), headers=RAW)
+                pinned = fresh_connection(url, "/classify?version=3", content=DIGITS.tobytes(), headers=RAW)
                 assert pinned.status_code == 503 and "unloaded through the repository API" in pinned.json()["detail"]
     finally:
         clients.stop.set()
         for thread in threads:
             thread.join(30)
     assert clients.failures == []
-    assert clients.answered.get("unpinned v3", 0) > 0 and clients.answered.get("unpinned v2", 0) > 0, clients.answered
+    for kind in ("unpinned", "grpc"):  # both versions answered, before and after each change
+        assert clients.answered.get(f"{kind} v3", 0) > 0 and clients.answered.get(f"{kind} v2", 0) > 0, clients.answered
     assert sum(clients.answered.values()) > 200, clients.answered
