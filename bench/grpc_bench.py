@@ -8,7 +8,9 @@ busy: a request's next one leaves when its answer is in. gRPC goes through trito
 streams, over the workers); REST through bench/httpload.py's keep-alive connections, one per concurrent
 request. Both infer calls ask for `probabilities` and `label` (binary on REST, raw_output_contents on gRPC);
 /classify answers its JSON. Pixels: MNIST test images. Every cell runs --warmup seconds unmeasured, then
---seconds measured, and reports requests/s, images/s, p50 and p99 in ms, and errors; the table goes to --out.
+--seconds measured, and reports requests/s, images/s, p50 and p99 in ms, errors, and the CPU time a request cost
+the server and the clients over the measured window (the clients share the server's cores, so a costlier
+client leaves the server less); the table goes to --out.
 
     .venv/bin/python bench/grpc_bench.py [--seconds 10] [--warmup 2] [--processes 2] [--channels 8]
         [--out docs/benchmarks/grpc_bench.txt]
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import platform
 import time
 from collections import Counter
@@ -30,7 +33,7 @@ import numpy as np
 import torch
 import tritonclient.grpc as triton
 import tritonclient.grpc.aio as triton_aio
-from serve_bench import ROOT, Server, cores, free_port, start
+from serve_bench import ROOT, Server, cores, free_port, session_pids, start
 from tritonclient.utils import InferenceServerException
 
 MODEL = "mnist"
@@ -154,12 +157,36 @@ def shares(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-def measure(pool: Any, load: Load, concurrency: int, args: argparse.Namespace) -> dict[str, Any]:
+def cpu_seconds(pids: set[int]) -> float:
+    """User and system CPU seconds the processes have used so far (/proc/<pid>/stat, fields 14 and 15)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_during(pids: dict[str, set[int]], start_at: float, seconds: float) -> dict[str, float]:
+    """Each group's CPU seconds over the measured window (from start_at to start_at + seconds, wall clock)."""
+    time.sleep(max(0.0, start_at - time.time()))
+    before = {name: cpu_seconds(group) for name, group in pids.items()}
+    time.sleep(max(0.0, start_at + seconds - time.time()))
+    return {name: cpu_seconds(group) - before[name] for name, group in pids.items()}
+
+
+def measure(pool: Any, load: Load, concurrency: int, args: argparse.Namespace, server: Server) -> dict[str, Any]:
     processes = shares(concurrency, args.processes)
     channels = shares(min(args.channels, concurrency), len(processes))
     start_at = time.time() + 0.3
     jobs = [(load, n, c, args.warmup, args.seconds, start_at) for n, c in zip(processes, channels, strict=True)]
-    parts = pool.starmap(client_process, jobs)
+    clients = {process.pid for process in pool._pool}  # the pool's worker processes
+    groups = {"server": session_pids(server.process.pid), "clients": clients}
+    pending = pool.starmap_async(client_process, jobs)
+    cpu = cpu_during(groups, start_at + args.warmup, args.seconds)
+    parts = pending.get()
     latencies = sorted(latency for part in parts for latency in part[0])
     errors = [error for part in parts for error in part[1]]
     requests = len(latencies)
@@ -173,19 +200,24 @@ def measure(pool: Any, load: Load, concurrency: int, args: argparse.Namespace) -
         "p99_ms": 1000 * httpload.percentile(latencies, 99),
         "errors": len(errors),
         "error_kinds": sorted(set(errors)),
+        # CPU per request over the measured window: the server's (every process of its session) and the clients'.
+        "server_cpu_ms_per_request": 1000 * cpu["server"] / max(requests, 1),
+        "client_cpu_ms_per_request": 1000 * cpu["clients"] / max(requests, 1),
     }
 
 
 def table(results: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| load | concurrent requests | req/s | images/s | p50 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|---|",
+        "| load | concurrent requests | req/s | images/s | p50 ms | p99 ms | server CPU ms/request "
+        "| client CPU ms/request | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         errors = f"{r['errors']} {r['error_kinds']}" if r["errors"] else "0"
         lines.append(
             f"| {r['load']} | {r['concurrency']} | {r['requests_per_s']:,.0f} | {r['images_per_s']:,.0f} | "
-            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {errors} |"
+            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['server_cpu_ms_per_request']:.3f} | "
+            f"{r['client_cpu_ms_per_request']:.3f} | {errors} |"
         )
     return lines
 
@@ -207,9 +239,11 @@ def main() -> None:
     results = []
     try:
         with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
+            # Every client process up and done importing before the first cell: its clock and the CPU window agree.
+            pool.map(time.sleep, [0.1] * args.processes * 4)
             for load in loads(server, f"127.0.0.1:{grpc_port}", pixels):
                 for concurrency in LEVELS:
-                    results.append(measure(pool, load, concurrency, args))
+                    results.append(measure(pool, load, concurrency, args, server))
                     print(json.dumps(results[-1]), flush=True)
     finally:
         server.stop()
