@@ -24,7 +24,9 @@ from service.inputs import Batch, Limits
 from service.microbatching import ModelBatchers
 from service.protocol import (
     INPUT_NAME,
+    MIN_CONFIDENCE,
     image_tensor,
+    min_confidence,
     model_metadata,
     output_names,
     output_tensors,
@@ -76,11 +78,19 @@ def request_pixels(request: pb.ModelInferRequest, limits: Limits) -> Batch:
     return tensor_pixels(tensor, raw_values(tensor, raw, f"raw_input_contents of {len(raw)} bytes"), "input data")
 
 
+def infer_parameter(given: Any, name: str) -> object:
+    """A request parameter's value (whichever of InferParameter's fields holds it), or None."""
+    if name not in given:
+        return None
+    choice = given[name].WhichOneof("parameter_choice")
+    return getattr(given[name], choice) if choice else None
+
+
 def infer_response(
-    served: ServedModel, request: pb.ModelInferRequest, names: tuple[str, ...], result: Any
+    served: ServedModel, request: pb.ModelInferRequest, names: tuple[str, ...], result: Any, threshold: float = 0.0
 ) -> pb.ModelInferResponse:
     response = pb.ModelInferResponse(model_name=served.name, model_version=str(served.version), id=request.id)
-    for name, datatype, array in output_tensors(result, names):
+    for name, datatype, array in output_tensors(result, names, threshold):
         response.outputs.add(name=name, datatype=datatype, shape=array.shape)
         response.raw_output_contents.append(array.tobytes())
     return response
@@ -126,7 +136,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         served = served_model(self.registry, request.model_name, request.model_version)
-        names = output_names([o.name for o in request.outputs])
+        threshold = min_confidence(infer_parameter(request.parameters, MIN_CONFIDENCE))
+        names = output_names([o.name for o in request.outputs], threshold)
         settings: Settings = self.state.settings
         batchers: ModelBatchers = self.state.batchers
         limits: Limits = self.state.limits
@@ -137,7 +148,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             return await batchers.all_outputs(served, pixels)
 
         result = await within_timeout(work(), settings.request_timeout_s)
-        return infer_response(served, request, names, result)
+        return infer_response(served, request, names, result, threshold or 0.0)
 
     # Triton's model repository extension (the end of proto/grpc_predict_v2.proto), as the REST routes in
     # service/routes/repository.py serve it: admin only, and a `version` parameter loads or unloads one version.

@@ -9,6 +9,7 @@ The tensor checks (image_tensor, raw_values, tensor_pixels, output_names) and th
 serve the gRPC service too (service/grpc_inference.py), so that both protocols accept and answer the same.
 """
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,9 @@ from service.predict import AllOutputs
 
 INPUT_NAME = "images"
 HEADER_LENGTH = "inference-header-content-length"
-DATATYPES = {"UINT8": np.uint8, "FP32": np.float32, "INT64": np.int64}
+DATATYPES = {"UINT8": np.uint8, "FP32": np.float32, "INT64": np.int64, "BOOL": np.bool_}
+# The request parameter under which a client abstains from doubtful answers (as /classify's min_confidence query).
+MIN_CONFIDENCE = "min_confidence"
 INPUT_DATATYPES = ("UINT8", "FP32")
 
 
@@ -39,6 +42,7 @@ class InferRequest:
     pixels: Batch  # (N, 28, 28)
     outputs: tuple[RequestedOutput, ...]
     id: Any  # echoed back when the request has one
+    min_confidence: float = 0.0
 
 
 def output_metadata(classes: int, code_dim: int) -> list[dict[str, Any]]:
@@ -48,10 +52,13 @@ def output_metadata(classes: int, code_dim: int) -> list[dict[str, Any]]:
         {"name": "embedding", "datatype": "FP32", "shape": [-1, code_dim]},
         {"name": "reconstruction", "datatype": "FP32", "shape": [-1, IMAGE_SIDE, IMAGE_SIDE]},
         {"name": "reconstruction_error", "datatype": "FP32", "shape": [-1]},
+        {"name": "abstained", "datatype": "BOOL", "shape": [-1]},
     ]
 
 
 OUTPUT_NAMES = tuple(output["name"] for output in output_metadata(0, 0))
+# Every output but `abstained`, which comes by default only with the parameter min_confidence.
+DEFAULT_OUTPUTS = tuple(name for name in OUTPUT_NAMES if name != "abstained")
 OUTPUT_DATATYPES = {output["name"]: output["datatype"] for output in output_metadata(0, 0)}
 OUTPUTS_HINT = f"outputs must be named from {', '.join(OUTPUT_NAMES)}"
 
@@ -151,15 +158,28 @@ def input_pixels(header: dict[str, Any], binary: bytes, limits: Limits) -> Batch
     return tensor_pixels(tensor, values, "input data")
 
 
-def output_names(names: Sequence[object]) -> tuple[str, ...]:
-    """The outputs a request names, checked, in its order; every output when it names none."""
+def output_names(names: Sequence[object], min_confidence: float | None = None) -> tuple[str, ...]:
+    """The outputs a request names, checked, in its order; when it names none, every output (`abstained` only
+    with a min_confidence)."""
     if not all(name in OUTPUT_NAMES for name in names):
         raise UndecodableInput(OUTPUTS_HINT)
-    return tuple(str(name) for name in names) or OUTPUT_NAMES
+    return tuple(str(name) for name in names) or (DEFAULT_OUTPUTS if min_confidence is None else OUTPUT_NAMES)
 
 
-def requested_outputs(header: dict[str, Any]) -> tuple[RequestedOutput, ...]:
-    wanted = header.get("outputs") or [{"name": name} for name in OUTPUT_NAMES]
+def min_confidence(value: object) -> float | None:
+    """The request's min_confidence parameter: a number in [0, 1], or None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise UndecodableInput(f"parameter {MIN_CONFIDENCE} must be a number from 0 to 1, found {value!r}"[:200])
+    return float(value)
+
+
+def requested_outputs(header: dict[str, Any], threshold: float | None = None) -> tuple[RequestedOutput, ...]:
+    wanted = header.get("outputs") or [{"name": name} for name in output_names([], threshold)]
     if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
         raise UndecodableInput(OUTPUTS_HINT)
     names = output_names([o.get("name") for o in wanted])
@@ -172,11 +192,18 @@ def requested_outputs(header: dict[str, Any]) -> tuple[RequestedOutput, ...]:
 def parse_infer_request(body: bytes, header_length: str | None, limits: Limits) -> InferRequest:
     header, binary = split_body(body, header_length)
     pixels = input_pixels(header, binary, limits)
-    return InferRequest(pixels, requested_outputs(header), header.get("id"))
+    parameters = header.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise UndecodableInput('"parameters" must be an object, e.g. {"min_confidence": 0.9}')
+    threshold = min_confidence(parameters.get(MIN_CONFIDENCE))
+    return InferRequest(pixels, requested_outputs(header, threshold), header.get("id"), threshold or 0.0)
 
 
-def output_tensors(result: AllOutputs, names: tuple[str, ...]) -> list[tuple[str, str, NDArray[Any]]]:
-    """(name, datatype, row-major array) of each named output, in the order named: what REST and gRPC answer."""
+def output_tensors(
+    result: AllOutputs, names: tuple[str, ...], min_confidence: float = 0.0
+) -> list[tuple[str, str, NDArray[Any]]]:
+    """(name, datatype, row-major array) of each named output, in the order named: what REST and gRPC answer.
+    `abstained`: the top probability is under min_confidence."""
     count = len(result.probabilities)
     values: dict[str, NDArray[Any]] = {
         "probabilities": result.probabilities,
@@ -184,6 +211,7 @@ def output_tensors(result: AllOutputs, names: tuple[str, ...]) -> list[tuple[str
         "embedding": result.embeddings,
         "reconstruction": result.reconstructions.reshape(count, IMAGE_SIDE, IMAGE_SIDE),
         "reconstruction_error": result.reconstruction_errors,
+        "abstained": result.probabilities.max(1) < min_confidence,
     }
     return [(name, OUTPUT_DATATYPES[name], np.ascontiguousarray(values[name])) for name in names]
 
@@ -193,7 +221,7 @@ def encode_infer_response(
 ) -> tuple[bytes, int | None]:
     """The answer's bytes, and the JSON part's length when binary outputs follow it (else None)."""
     outputs, blobs = [], []
-    tensors = output_tensors(result, tuple(o.name for o in request.outputs))
+    tensors = output_tensors(result, tuple(o.name for o in request.outputs), request.min_confidence)
     for requested, (name, datatype, array) in zip(request.outputs, tensors, strict=True):
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if requested.binary:

@@ -90,3 +90,35 @@ def test_min_confidence_abstains_exactly_below_the_threshold(calibrated: Path) -
         for bad in ("-0.1", "1.5", "high"):
             response = client.post(f"/classify?min_confidence={bad}", content=DIGITS.tobytes(), headers=RAW)
             assert response.status_code == 422 and "min_confidence" in response.text
+
+
+def test_the_protocols_min_confidence_parameter_adds_abstained(calibrated: Path) -> None:
+    tops = (logits(calibrated) / 2.5).softmax(1).max(1).values.numpy()
+    threshold = float(np.sort(tops)[3])
+    tensor = {"name": "images", "shape": [6, 784], "datatype": "UINT8", "data": DIGITS.ravel().tolist()}
+    with TestClient(create_app(make_settings(calibrated))) as client:
+        plain = client.post("/v2/models/mnist/infer", json={"inputs": [tensor]}).json()
+        assert "abstained" not in [o["name"] for o in plain["outputs"]]  # only asked for, or with the parameter
+        answer = client.post(
+            "/v2/models/mnist/infer", json={"inputs": [tensor], "parameters": {"min_confidence": threshold}}
+        ).json()
+        abstained = next(o for o in answer["outputs"] if o["name"] == "abstained")
+        assert abstained["datatype"] == "BOOL" and abstained["shape"] == [6]
+        assert abstained["data"] == [bool(top < threshold) for top in tops] and sum(abstained["data"]) == 3
+        binary = client.post(
+            "/v2/models/mnist/infer",
+            json={
+                "inputs": [tensor],
+                "parameters": {"min_confidence": "0.99"},
+                "outputs": [{"name": "abstained", "parameters": {"binary_data": True}}],
+            },
+        )
+        head_length = int(binary.headers["inference-header-content-length"])
+        flags = np.frombuffer(binary.content[head_length:], dtype=np.bool_)
+        assert flags.tolist() == [bool(top < 0.99) for top in tops]
+        for bad in (1.5, -1, "most", True, None):
+            body = {"inputs": [tensor], "parameters": {"min_confidence": bad}}
+            if bad is None:
+                body = {"inputs": [tensor], "parameters": "min_confidence=0.5"}
+            response = client.post("/v2/models/mnist/infer", json=body)
+            assert response.status_code == 400 and "min_confidence" in response.json()["error"], bad

@@ -138,6 +138,7 @@ def test_liveness_readiness_and_metadata(client: triton.InferenceServerClient) -
         ("embedding", "FP32", ["-1", "256"]),
         ("reconstruction", "FP32", ["-1", "28", "28"]),
         ("reconstruction_error", "FP32", ["-1"]),
+        ("abstained", "BOOL", ["-1"]),
     ]
 
 
@@ -216,13 +217,13 @@ def test_errors_have_their_codes_and_the_rest_detail_text(client: triton.Inferen
     assert code == "INVALID_ARGUMENT" and message == rest_error(server.url, "mnist", bright, "FP32")
     assert refusal(client.infer, "mnist", [images_input(one)], outputs=outputs("logits")) == (
         "INVALID_ARGUMENT",
-        "outputs must be named from probabilities, label, embedding, reconstruction, reconstruction_error",
+        "outputs must be named from probabilities, label, embedding, reconstruction, reconstruction_error, abstained",
     )
     code, message = refusal(client.infer, "mnist", [images_input(one)], model_version="latest")
     assert code == "INVALID_ARGUMENT" and "not a version number" in message
     code, message = refusal(client.infer, "mnist", [images_input(one)], model_version="7")
     assert code == "NOT_FOUND" and "has no version 7" in message
-    assert refusal(client.get_model_repository_index)[0] == "UNIMPLEMENTED"
+    assert refusal(client.get_model_repository_index)[0] == "PERMISSION_DENIED"  # no SAE_API_KEYS: the admin API is off
 
 
 @pytest.mark.slow

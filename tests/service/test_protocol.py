@@ -12,7 +12,7 @@ from service.app import create_app
 from service.errors import InputError, InvalidInput, TooLarge, UndecodableInput
 from service.inputs import Limits
 from service.predict import AllOutputs
-from service.protocol import OUTPUT_NAMES, RequestedOutput, encode_infer_response, parse_infer_request
+from service.protocol import DEFAULT_OUTPUTS, RequestedOutput, encode_infer_response, parse_infer_request
 from tests.service.conftest import digit_like, make_settings
 
 LIMITS = Limits(1 << 20, 4, 1 << 20, 1 << 20, 6)
@@ -49,7 +49,7 @@ def test_json_and_binary_tensors_uint8_and_fp32_give_the_same_pixels() -> None:
     as_floats = parse_infer_request(tensor_body(pixels.reshape(3, 784) / 255, "FP32"), None, LIMITS)
     for parsed in (as_json, as_binary, as_floats):
         assert parsed.pixels.dtype == np.uint8 and np.array_equal(parsed.pixels, pixels)
-    assert as_json.id == "r1" and [o.name for o in as_json.outputs] == list(OUTPUT_NAMES)
+    assert as_json.id == "r1" and [o.name for o in as_json.outputs] == list(DEFAULT_OUTPUTS)
     assert as_binary.outputs == (RequestedOutput("label", True), RequestedOutput("reconstruction_error", False))
 
 

@@ -42,6 +42,7 @@ def test_tritonclient_answers_equal_the_native_routes(server: str, binary: bool)
         "embedding",
         "reconstruction",
         "reconstruction_error",
+        "abstained",
     }
     images = np.stack([digit_like(i) for i in range(5)])
     tensor = triton.InferInput("images", list(images.shape), "UINT8")
