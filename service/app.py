@@ -48,7 +48,7 @@ def watch_sighup(app: FastAPI) -> None:
 
 def watch_repository_changes(app: FastAPI) -> None:
     """With several workers, SIGUSR1 from the supervisor: another worker changed the model repository."""
-    if app.state.store.state_file is None:
+    if app.state.store.workers.state_file is None:
         return
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[object]] = set()

@@ -16,12 +16,7 @@ changes made through the repository API are dropped.
 """
 
 import asyncio
-import fcntl
-import json
 import logging
-import os
-import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -32,8 +27,8 @@ from starlette.concurrency import run_in_threadpool
 from models import CheckpointError, ModelCard, StackedAutoencoder, load_checkpoint, resolve_device
 from models.checkpoint import checkpoint_versions
 from service.errors import InputError, NotFound, UndecodableInput
-from service.settings import REPOSITORY_STATE_ENV, SUPERVISOR_ENV
-from service.versions import Policies, VersionPolicy
+from service.repository_sync import WorkerSync
+from service.versions import Plan, Policies
 
 log = logging.getLogger("sae_serve")
 
@@ -63,39 +58,6 @@ class ServedModel:
     @property
     def error_threshold(self) -> float:
         return self.card.error_threshold
-
-
-@dataclass
-class Plan:
-    """A model's repository changes: unloaded whole, or versions added to or taken from `base`, the versions
-    its policy had loaded when the first change came (the policy's choice now, while there is none: so a
-    version trained meanwhile does not push out the one being served)."""
-
-    unloaded: bool = False
-    added: set[int] = field(default_factory=set)
-    removed: set[int] = field(default_factory=set)
-    base: set[int] | None = None
-
-    def wanted(self, policy: VersionPolicy, available: list[int]) -> list[int]:
-        if self.unloaded:
-            return []
-        base = self.base if self.base is not None else set(policy.choose(available))
-        return sorted((base | self.added) - self.removed)
-
-    def to_dict(self) -> dict[str, object]:
-        base = None if self.base is None else sorted(self.base)
-        return {"unloaded": self.unloaded, "added": sorted(self.added), "removed": sorted(self.removed), "base": base}
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, object]) -> "Plan":
-        added, removed, base = raw.get("added", []), raw.get("removed", []), raw.get("base")
-        assert isinstance(added, list) and isinstance(removed, list) and (base is None or isinstance(base, list))
-        return cls(
-            bool(raw.get("unloaded")),
-            {int(v) for v in added},
-            {int(v) for v in removed},
-            None if base is None else {int(v) for v in base},
-        )
 
 
 @dataclass(frozen=True)
@@ -212,9 +174,8 @@ def parse_version(text: str | None) -> int | None:
 class ModelStore:
     """The models being served and how to load them again: the one object on app.state that owns them.
 
-    With several workers, a repository change made in one worker is written to a state file they share,
-    and the supervisor asks every worker to apply it (SIGUSR1); the change is answered once every worker
-    has. A reload (SIGHUP) drops the changes in every worker: the supervisor removes the file first."""
+    With several workers, a repository change made in one worker reaches the others through
+    service.repository_sync, and is answered once every worker has applied it."""
 
     def __init__(self, artifacts_dir: Path, device_choice: str, policies: Policies | None = None) -> None:
         self.artifacts_dir, self.device_choice = artifacts_dir, device_choice
@@ -223,18 +184,14 @@ class ModelStore:
         self.registry = Registry()
         self.plans: dict[str, Plan] = {}
         self._lock = asyncio.Lock()
-        # With several workers: the file that holds the repository's changes, so that every worker serves the
-        # same versions, and beside it each worker's note of the last change it applied.
-        state = os.environ.get(REPOSITORY_STATE_ENV)
-        self.state_file = Path(state) if state else None
-        self.generation = 0
+        self.workers = WorkerSync.from_environment()
 
     def load(self) -> Registry:
         """The first load, before the server accepts connections (a worker started later takes the changes too)."""
         self.device = resolve_device(self.device_choice)
-        self._read_shared_plans()
+        self.plans = self.workers.plans()
         self.registry = load_models(self.artifacts_dir, self.device, self.policies, self.plans)
-        self._note_applied()
+        self.workers.applied()
         return self.registry
 
     async def reload(self) -> tuple[Registry, bool]:
@@ -255,13 +212,13 @@ class ModelStore:
     async def sync(self) -> None:
         """Apply the repository changes another worker made (SIGUSR1), reading only the versions that changed."""
         async with self._lock:
-            self._read_shared_plans()
+            self.plans = self.workers.plans()
             fresh = await run_in_threadpool(
                 load_models, self.artifacts_dir, self.device, self.policies, self.plans, self.registry
             )
             self.registry = fresh
-            self._note_applied()
-            log.info("repository change %d applied: serving %s", self.generation, serving(fresh))
+            self.workers.applied()
+            log.info("repository change %d applied: serving %s", self.workers.generation, serving(fresh))
 
     def _known(self, name: str) -> dict[int, Path]:
         folders = model_folders(self.artifacts_dir)
@@ -325,73 +282,8 @@ class ModelStore:
     async def _apply(self, plans: dict[str, Plan], fresh: Registry) -> None:
         self.plans, self.registry = plans, fresh
         log.info("repository: serving %s", serving(fresh))
-        if self.state_file is None:
-            return
-        self.generation = self._write_shared_plans()
-        self._note_applied()
-        supervisor = os.environ.get(SUPERVISOR_ENV)
-        if supervisor is not None:
-            os.kill(int(supervisor), signal.SIGUSR1)  # every other worker applies the change too
-            await self._wait_for_workers(self.generation)
-
-    # -- the state shared by the workers ------------------------------------------------------------------
-
-    def _read_shared_plans(self) -> None:
-        if self.state_file is None or not self.state_file.exists():
-            return
-        raw = json.loads(self.state_file.read_text())  # written whole and renamed into place: never half
-        self.generation = int(raw["generation"])
-        self.plans = {name: Plan.from_dict(plan) for name, plan in raw["plans"].items()}
-
-    def _write_shared_plans(self) -> int:
-        assert self.state_file is not None
-        lock = self.state_file.with_suffix(".lock")
-        with lock.open("a") as guard:
-            fcntl.flock(guard, fcntl.LOCK_EX)
-            generation = self.generation
-            if self.state_file.exists():
-                generation = max(generation, int(json.loads(self.state_file.read_text())["generation"]))
-            generation += 1
-            staged = self.state_file.with_suffix(".tmp")
-            plans = {name: plan.to_dict() for name, plan in self.plans.items()}
-            staged.write_text(json.dumps({"generation": generation, "plans": plans}))
-            staged.replace(self.state_file)
-        return generation
-
-    def _note_applied(self) -> None:
-        if self.state_file is not None:
-            note = self.state_file.parent / f"applied-{os.getpid()}"
-            staged = note.with_suffix(".tmp")
-            staged.write_text(str(self.generation))
-            staged.replace(note)
-
-    async def _wait_for_workers(self, generation: int) -> None:
-        assert self.state_file is not None
-        workers = int(os.environ.get("SAE_WORKERS", "1") or 1)
-        deadline = time.monotonic() + WORKERS_APPLY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            applied = 0
-            for note in self.state_file.parent.glob("applied-*"):
-                pid = note.name.removeprefix("applied-")
-                if pid.isdigit() and _alive(int(pid)) and int(note.read_text() or 0) >= generation:
-                    applied += 1
-            if applied >= workers:
-                return
-            await asyncio.sleep(0.01)
-        log.warning(
-            "repository change %d: not every worker applied it within %.0f s", generation, WORKERS_APPLY_TIMEOUT_S
-        )
+        await self.workers.publish(plans)
 
 
 def serving(registry: Registry) -> str:
     return ", ".join(f"{name} {sorted(versions)}" for name, versions in registry.versions.items()) or "none"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -1,10 +1,11 @@
-"""Version policies: which of a model's versions the service loads (`latest:N`, `all`, `specific:V...`).
+"""Version policies: which of a model's versions the service loads (`latest:N`, `all`, `specific:V...`), and a
+model's plan: the model repository API's changes on top of its policy.
 
 Pure parsing with no imports beyond the standard library: the settings check policies when they are read,
 in the supervisor too, before it has set up what its workers need (Prometheus' multiprocess folder).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -65,3 +66,36 @@ class Policies:
 
     def of(self, model: str) -> VersionPolicy:
         return self.per_model.get(model, self.default)
+
+
+@dataclass
+class Plan:
+    """A model's repository changes: unloaded whole, or versions added to or taken from `base`, the versions
+    its policy had loaded when the first change came (the policy's choice now, while there is none: so a
+    version trained meanwhile does not push out the one being served)."""
+
+    unloaded: bool = False
+    added: set[int] = field(default_factory=set)
+    removed: set[int] = field(default_factory=set)
+    base: set[int] | None = None
+
+    def wanted(self, policy: VersionPolicy, available: list[int]) -> list[int]:
+        if self.unloaded:
+            return []
+        base = self.base if self.base is not None else set(policy.choose(available))
+        return sorted((base | self.added) - self.removed)
+
+    def to_dict(self) -> dict[str, object]:
+        base = None if self.base is None else sorted(self.base)
+        return {"unloaded": self.unloaded, "added": sorted(self.added), "removed": sorted(self.removed), "base": base}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, object]) -> "Plan":
+        added, removed, base = raw.get("added", []), raw.get("removed", []), raw.get("base")
+        assert isinstance(added, list) and isinstance(removed, list) and (base is None or isinstance(base, list))
+        return cls(
+            bool(raw.get("unloaded")),
+            {int(v) for v in added},
+            {int(v) for v in removed},
+            None if base is None else {int(v) for v in base},
+        )

