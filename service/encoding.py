@@ -57,7 +57,7 @@ def classification_json(
 ) -> dict[str, object]:
     """`abstained`: the top probability is under `min_confidence` (the label is given all the same)."""
     probabilities = result.probabilities
-    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k].tolist()  # (N, k), one sort for the batch
+    top = np.argsort(-result.scores, axis=1, kind="stable")[:, :top_k].tolist()  # (N, k), one sort for the batch
     rows = probabilities.tolist()
     errors = result.reconstruction_errors.tolist()
     predictions = []

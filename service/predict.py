@@ -14,8 +14,11 @@ Floats = NDArray[np.float32]
 
 @dataclass
 class Classification:
-    probabilities: Floats  # (N, classes)
+    probabilities: Floats  # (N, classes), calibrated
     reconstruction_errors: Floats  # (N,)
+    # (N, classes) the head's log-probabilities: they rank the classes. The temperature keeps that order in exact
+    # arithmetic, but float32 rounding can tie calibrated probabilities that the logits still tell apart.
+    scores: Floats
 
 
 @dataclass
@@ -28,12 +31,14 @@ def _input(served: ServedModel, pixels: NDArray[np.uint8]) -> torch.Tensor:
     return to_model_input(torch.from_numpy(pixels)).to(served.device)  # (N, 784)
 
 
-def _probabilities(served: ServedModel, code: torch.Tensor) -> torch.Tensor:
-    """Class probabilities with the card's temperature: softmax(logits / T), T fitted on the validation split.
-    The head gives log-probabilities, which differ from the logits by a constant per image: the same softmax."""
+def _probabilities(served: ServedModel, code: torch.Tensor) -> tuple[Floats, Floats]:
+    """Class probabilities with the card's temperature, softmax(logits / T) with T fitted on the validation split,
+    and the log-probabilities that rank the classes. The head gives log-probabilities, which differ from the
+    logits by a constant per image: the same softmax."""
     log_probabilities = served.model.classify_code(code)
     temperature = served.card.temperature
-    return log_probabilities.exp() if temperature == 1.0 else (log_probabilities / temperature).softmax(1)
+    probabilities = log_probabilities.exp() if temperature == 1.0 else (log_probabilities / temperature).softmax(1)
+    return probabilities.cpu().numpy(), log_probabilities.cpu().numpy()
 
 
 def _errors(rebuilt: torch.Tensor, x: torch.Tensor) -> Floats:
@@ -44,8 +49,8 @@ def _errors(rebuilt: torch.Tensor, x: torch.Tensor) -> Floats:
 def classify(served: ServedModel, pixels: NDArray[np.uint8]) -> Classification:
     x = _input(served, pixels)
     code = served.model.encode(x)  # (N, 256), shared by the classifier and the decoder
-    probabilities = _probabilities(served, code)  # (N, classes)
-    return Classification(probabilities.cpu().numpy(), _errors(served.model.decode(code), x))
+    probabilities, scores = _probabilities(served, code)  # (N, classes) each
+    return Classification(probabilities, _errors(served.model.decode(code), x), scores)
 
 
 @torch.inference_mode()
@@ -63,10 +68,11 @@ def embed(served: ServedModel, pixels: NDArray[np.uint8], layer: int) -> Floats:
 
 @dataclass
 class AllOutputs:
-    probabilities: Floats  # (N, classes)
+    probabilities: Floats  # (N, classes), calibrated
     embeddings: Floats  # (N, 256)
     reconstructions: Floats  # (N, 784) in [0, 1]
     reconstruction_errors: Floats  # (N,)
+    scores: Floats  # (N, classes) the log-probabilities that rank the classes (see Classification)
 
 
 @torch.inference_mode()
@@ -75,9 +81,5 @@ def all_outputs(served: ServedModel, pixels: NDArray[np.uint8]) -> AllOutputs:
     x = _input(served, pixels)
     code = served.model.encode(x)  # (N, 256)
     rebuilt = served.model.decode(code)  # (N, 784)
-    return AllOutputs(
-        _probabilities(served, code).cpu().numpy(),
-        code.cpu().numpy(),
-        rebuilt.cpu().numpy(),
-        _errors(rebuilt, x),
-    )
+    probabilities, scores = _probabilities(served, code)
+    return AllOutputs(probabilities, code.cpu().numpy(), rebuilt.cpu().numpy(), _errors(rebuilt, x), scores)

@@ -207,7 +207,7 @@ def output_tensors(
     count = len(result.probabilities)
     values: dict[str, NDArray[Any]] = {
         "probabilities": result.probabilities,
-        "label": result.probabilities.argmax(1).astype(np.int64),
+        "label": result.scores.argmax(1).astype(np.int64),
         "embedding": result.embeddings,
         "reconstruction": result.reconstructions.reshape(count, IMAGE_SIDE, IMAGE_SIDE),
         "reconstruction_error": result.reconstruction_errors,

@@ -122,3 +122,35 @@ def test_the_protocols_min_confidence_parameter_adds_abstained(calibrated: Path)
                 body = {"inputs": [tensor], "parameters": "min_confidence=0.5"}
             response = client.post("/v2/models/mnist/infer", json=body)
             assert response.status_code == 400 and "min_confidence" in response.json()["error"], bad
+
+
+def test_labels_follow_the_logits_when_a_high_temperature_ties_the_probabilities(tiny_artifacts: Path) -> None:
+    """An untrained model's logits lie close together; divided by a large temperature, float32 probabilities can
+    tie where the logits do not. The label and the top-k order are the logits' all the same (as the card's
+    accuracy counts them)."""
+    card_path = tiny_artifacts / "mnist" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["format_version"] = 3
+    card["calibration"] = {
+        "temperature": 1e7,
+        "validation_examples": 100,
+        "in_distribution_threshold": 0.07,
+        "test_ece_before": 0.5,
+        "test_ece_after": 0.5,
+        "test_nll_before": 2.3,
+        "test_nll_after": 2.3,
+    }
+    card_path.write_text(json.dumps(card))
+    pixels = np.stack([digit_like(seed) for seed in range(64)])
+    model = load_checkpoint(tiny_artifacts / "mnist").model
+    with torch.inference_mode():
+        raw = model.classify(to_model_input(torch.from_numpy(pixels)))
+    tied = (raw / 1e7).softmax(1).numpy()
+    assert (tied.argmax(1) != raw.argmax(1).numpy()).any()  # the case this test is about does happen
+    tensor = {"name": "images", "shape": [64, 784], "datatype": "UINT8", "data": pixels.ravel().tolist()}
+    with TestClient(create_app(make_settings(tiny_artifacts))) as client:
+        answer = client.post("/classify?top_k=3", content=pixels.tobytes(), headers=RAW).json()
+        assert [p["label"] for p in answer["predictions"]] == raw.argmax(1).tolist()
+        assert [[t["label"] for t in p["top_k"]] for p in answer["predictions"]] == raw.topk(3).indices.tolist()
+        v2 = client.post("/v2/models/mnist/infer", json={"inputs": [tensor], "outputs": [{"name": "label"}]}).json()
+        assert v2["outputs"][0]["data"] == raw.argmax(1).tolist()

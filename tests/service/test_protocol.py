@@ -110,7 +110,11 @@ def test_a_binary_answer_splits_into_its_json_header_and_blobs() -> None:
     request = parse_infer_request(body, length, LIMITS)
     probabilities = np.array([[0.1, 0.9], [0.8, 0.2]], np.float32)
     result = AllOutputs(
-        probabilities, np.zeros((2, 4), np.float32), np.zeros((2, 784), np.float32), np.ones(2, np.float32)
+        probabilities,
+        np.zeros((2, 4), np.float32),
+        np.zeros((2, 784), np.float32),
+        np.ones(2, np.float32),
+        np.log(probabilities),
     )
     content, header_length = encode_infer_response("mnist", "1", result, request)
     assert header_length is not None
