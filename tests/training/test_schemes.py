@@ -7,7 +7,7 @@ import torch
 from models import SAEConfig, StackedAutoencoder, to_model_input
 from training.data import load_dataset
 from training.recipes import DEFAULT, SEED, recipe_for
-from training.schemes import augment, autoencoder_stage, finetune, pretrain, refit_decoders
+from training.schemes import augment, autoencoder_stage, elastic_field, erase, finetune, pretrain, refit_decoders
 from training.train import train
 
 FAST = replace(DEFAULT, batch_size=64, pretrain_epochs=2, finetune_epochs=3)
@@ -79,6 +79,40 @@ def test_shift_augmentation_moves_whole_pixels_and_keeps_values() -> None:
     flipped = augment(image, replace(DEFAULT, max_shift=0, hflip=True), torch.Generator().manual_seed(1))
     assert flipped.argmax().item() in (14 * 28 + 14, 14 * 28 + 13)
     assert torch.equal(augment(image, SEED, torch.Generator()), image)
+
+
+def test_elastic_distortion_moves_strokes_by_a_pixel_or_two_and_smoothly() -> None:
+    recipe = replace(DEFAULT, max_shift=0, max_rotation=0.0, elastic_alpha=34.0, elastic_sigma=4.0)
+    field = elastic_field(64, recipe, torch.Generator().manual_seed(0), torch.device("cpu")) * (28 / 2.0)  # pixels
+    size = field.norm(dim=3)
+    assert 0.3 < size.mean().item() < 3.0 and size.max().item() < 8.0  # Simard's strength: a pixel or two
+    neighbours = (field[:, 1:, :, :] - field[:, :-1, :, :]).norm(dim=3)
+    assert neighbours.mean().item() < 0.25 * size.mean().item()  # smooth: next pixels move nearly alike
+    image = torch.zeros(1, 784)
+    image[0, 10 * 28 + 8 : 10 * 28 + 20] = 1.0  # a horizontal stroke
+    distorted = augment(image.repeat(32, 1), recipe, torch.Generator().manual_seed(1))
+    assert not torch.allclose(distorted, image.repeat(32, 1))
+    # The ink moves and a thin stroke stretches or thins here and there; on average about as much of it stays.
+    assert abs(distorted.sum(1).mean().item() - 12) < 3
+
+
+def test_erasing_blacks_out_one_rectangle_in_the_chosen_share_of_images() -> None:
+    images = torch.ones(400, 1, 28, 28)
+    erased = erase(images, 0.5, torch.Generator().manual_seed(0))
+    touched = (erased == 0).flatten(1).any(1)
+    assert 0.4 < touched.float().mean().item() < 0.6
+    for image in erased[touched][:20, 0]:
+        rows, cols = (image == 0).nonzero().unbind(1)
+        height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert int((image == 0).sum()) == int(height * width)  # one whole rectangle
+        assert 0.02 * 784 - 28 <= height * width <= 0.25 * 784 + 28
+
+
+def test_the_best_recipe_distorts_digits_and_erases_garments() -> None:
+    digits, garments = recipe_for("best", "mnist"), recipe_for("best", "fashion-mnist")
+    assert digits.name == garments.name == "best"
+    assert digits.elastic_alpha and digits.max_scale and digits.finetune_epochs > DEFAULT.finetune_epochs
+    assert garments.erasing and garments.hflip and not garments.elastic_alpha
 
 
 def test_each_data_set_gets_its_own_default_recipe() -> None:
