@@ -85,19 +85,24 @@ DEFAULT_FASHION = replace(
 
 # No time cap (at most 15 minutes a data set on 2 CPU cores): many more epochs of distorted digits, as Simard
 # et al. (2003) trained an MLP to 99.3% with affine and elastic distortions, and a moving average of the weights.
+# Measured (seed 0, this project's machine): 98.92% in 235 s. With the default's dropout and 60 epochs, 98.63%:
+# this small net wants less regularisation, not more.
 BEST = replace(
     DEFAULT,
     name="best",
-    finetune_epochs=60,
-    max_rotation=12.0,
-    max_scale=0.1,
+    finetune_epochs=100,
+    input_dropout=0.0,
+    dropout=0.1,
+    max_rotation=10.0,
+    max_scale=0.05,
     elastic_alpha=34.0,
     elastic_sigma=4.0,
     ema_decay=0.999,
 )
 
-# Garments: more epochs, with random erasing and mirror images for the longer run.
-BEST_FASHION = replace(DEFAULT_FASHION, name="best", finetune_epochs=60, erasing=0.5, hflip=True, dropout=0.1)
+# Garments: more epochs, with random erasing and mirror images. Measured (seed 0): 89.82% in 79 s, under the
+# default's 90.02%; with erasing on half the images and dropout 0.1, 89.51%. No gain found yet.
+BEST_FASHION = replace(DEFAULT_FASHION, name="best", finetune_epochs=60, erasing=0.25, hflip=True)
 
 RECIPES = {r.name: r for r in (DEFAULT, SEED, BEST)}
 
