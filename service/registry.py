@@ -25,7 +25,7 @@ import torch
 from starlette.concurrency import run_in_threadpool
 
 from models import CheckpointError, ModelCard, StackedAutoencoder, load_checkpoint, resolve_device
-from models.checkpoint import checkpoint_versions
+from models.checkpoint import checkpoint_versions, read_card
 from service.errors import InputError, NotFound, UndecodableInput
 from service.repository_sync import WorkerSync
 from service.versions import Plan, Policies
@@ -66,7 +66,7 @@ class IndexEntry:
     version: int
     state: Literal["READY", "UNAVAILABLE"]
     reason: str
-    path: Path | None = None  # the version's folder, where it is on disk
+    card: ModelCard | None = None  # the version's card, loaded or only on disk (None where it cannot be read)
 
 
 @dataclass
@@ -99,6 +99,14 @@ def model_folders(artifacts_dir: Path) -> dict[str, dict[int, Path]]:
         if folder.is_dir() and not folder.name.startswith(".")
     }
     return {name: versions for name, versions in sorted(found.items()) if versions}
+
+
+def card_on_disk(folder: Path | None) -> ModelCard | None:
+    """The card of a version not loaded, for its figures in /models; read once, when the registry is built."""
+    try:
+        return read_card(folder) if folder is not None else None
+    except CheckpointError:
+        return None
 
 
 def load_version(name: str, version: int, directory: Path, device: torch.device) -> ServedModel:
@@ -151,7 +159,8 @@ def load_models(
         for version in sorted(set(loaded) | set(reasons)):
             ready = version in loaded
             state: Literal["READY", "UNAVAILABLE"] = "READY" if ready else "UNAVAILABLE"
-            index.append(IndexEntry(name, version, state, reasons.get(version, ""), folders.get(version)))
+            card = loaded[version].card if ready else card_on_disk(folders.get(version))
+            index.append(IndexEntry(name, version, state, reasons.get(version, ""), card))
         if loaded:
             versions[name] = loaded
         else:

@@ -1,14 +1,11 @@
 """/models and the health probes."""
 
 from dataclasses import asdict
-from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from models import CheckpointError, ModelCard
-from models.checkpoint import read_card
 from service.deps import RegistryDep, SettingsDep
 from service.observability import Metrics
 from service.registry import Registry
@@ -17,19 +14,10 @@ from service.schemas import HealthResponse, ModelInfo, ModelsResponse, VersionIn
 router = APIRouter(tags=["meta"])
 
 
-def on_disk_card(folder: Path | None) -> ModelCard | None:
-    """The card of a version not loaded, for its figures; None where it cannot be read."""
-    try:
-        return read_card(folder) if folder is not None else None
-    except CheckpointError:
-        return None
-
-
 def version_infos(registry: Registry, name: str) -> list[VersionInfo]:
     infos = []
     for entry in (e for e in registry.index if e.name == name):
-        served = registry.versions.get(name, {}).get(entry.version)
-        card = served.card if served is not None else on_disk_card(entry.path)
+        card = entry.card
         infos.append(
             VersionInfo(
                 version=entry.version,
