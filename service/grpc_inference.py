@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from starlette.datastructures import State
 
 from service.deps import find_model
-from service.errors import Forbidden, UndecodableInput, within_timeout
+from service.errors import UndecodableInput, within_timeout
 from service.grpc_stubs import grpc_predict_v2_pb2 as pb
 from service.grpc_stubs import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.inputs import Batch, Limits
@@ -34,7 +34,7 @@ from service.protocol import (
     tensor_pixels,
 )
 from service.registry import ModelStore, Registry, ServedModel, parse_version
-from service.routes.repository import index_entries, version_parameter
+from service.routes.repository import admin_store, index_entries, version_parameter
 from service.routes.v2 import INLINE_PARSE_BYTES, server_metadata
 from service.settings import Settings
 from service.timing import timed_decode
@@ -154,11 +154,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # service/routes/repository.py serve it: admin only, and a `version` parameter loads or unloads one version.
 
     def admin_store(self) -> ModelStore:
-        settings: Settings = self.state.settings
-        if not settings.api_keys:
-            raise Forbidden("the model repository API is an admin API: set SAE_API_KEYS to enable it")
-        store: ModelStore = self.state.store
-        return store
+        return admin_store(self.state)
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Context) -> pb.RepositoryIndexResponse:
         entries = index_entries(self.admin_store().registry, request.ready)

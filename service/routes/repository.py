@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.datastructures import State
 
 from service.errors import PROTOCOL_PREFIX, Forbidden, UndecodableInput
 from service.inputs import read_body
@@ -33,10 +34,15 @@ MAX_BODY_BYTES = 64 * 1024
 
 
 def store_for_admin(request: Request) -> ModelStore:
-    settings: Settings = request.app.state.settings
+    return admin_store(request.app.state)
+
+
+def admin_store(state: State) -> ModelStore:
+    """The app's model store, for the repository API over REST or gRPC: off (403) unless API keys are set."""
+    settings: Settings = state.settings
     if not settings.api_keys:
         raise Forbidden("the model repository API is an admin API: set SAE_API_KEYS to enable it")
-    store: ModelStore = request.app.state.store
+    store: ModelStore = state.store
     return store
 
 
