@@ -14,14 +14,21 @@ def percentile_key(q: float) -> str:
 
 
 @torch.inference_mode()
-def predict(model: StackedAutoencoder, x: torch.Tensor, batch_size: int = 5000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predicted labels and per-image reconstruction MSE for (N, 784) inputs."""
+def logits_and_errors(model: StackedAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities (N, classes) and per-image reconstruction MSE (N,), on the CPU."""
     model.eval()
-    labels, errors = [], []
-    for chunk in x.split(batch_size):
-        labels.append(model.classify(chunk).argmax(1))
-        errors.append((model.reconstruct(chunk) - chunk).pow(2).mean(1))
-    return torch.cat(labels), torch.cat(errors)
+    logits, errors = [], []
+    for chunk in x.split(5000):
+        code = model.encode(chunk)
+        logits.append(model.classify_code(code).cpu())
+        errors.append((model.decode(code) - chunk).pow(2).mean(1).cpu())
+    return torch.cat(logits), torch.cat(errors)
+
+
+def predict(model: StackedAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted labels and per-image reconstruction MSE for (N, 784) inputs."""
+    logits, errors = logits_and_errors(model, x)
+    return logits.argmax(1), errors
 
 
 def evaluate(

@@ -11,7 +11,7 @@ import torch
 from models import PREPROCESSING, Calibration, Metrics, ModelCard, SAEConfig, StackedAutoencoder, to_model_input
 from training.calibration import expected_calibration_error, fit_temperature, nll, validation_split
 from training.data import Dataset
-from training.evaluate import evaluate
+from training.evaluate import evaluate, logits_and_errors
 from training.loop import StageHistory
 from training.recipes import Recipe
 from training.schemes import finetune, pretrain, refit_decoders
@@ -88,18 +88,6 @@ def train(
         calibration=calibration,
     )
     return TrainResult(model=model, history=history, metrics=metrics, card=card, test_x=test_x, test_y=test_y)
-
-
-@torch.inference_mode()
-def logits_and_errors(model: StackedAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probabilities (N, classes) and per-image reconstruction MSE (N,), on the CPU."""
-    model.eval()
-    logits, errors = [], []
-    for chunk in x.split(5000):
-        code = model.encode(chunk)
-        logits.append(model.classify_code(code).cpu())
-        errors.append((model.decode(code) - chunk).pow(2).mean(1).cpu())
-    return torch.cat(logits), torch.cat(errors)
 
 
 def calibrate(

@@ -10,7 +10,7 @@ from tests.servers import require_trained_artifacts
 from training.calibration import expected_calibration_error, fit_temperature, nll, reliability, validation_split
 from training.cli import main
 from training.data import load_dataset
-from training.train import logits_and_errors
+from training.evaluate import logits_and_errors
 
 
 def test_the_validation_split_is_disjoint_stratified_and_fixed_by_the_seed() -> None:
