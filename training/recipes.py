@@ -30,6 +30,14 @@ class Recipe:
     # Fine-tuning moves the encoders away from what the pretrained decoders expect; refitting the
     # decoders to the final encoders (which stay frozen) restores the reconstructions the service serves.
     refit_decoder_epochs: int = 0
+    # Distillation (Hinton et al. 2015): with teacher_epochs > 0, a small convolutional net (teacher.py) is trained
+    # first, and fine-tuning adds distill_weight x its softened predictions' KL divergence to (1 - distill_weight) x
+    # the NLL. Only the autoencoder is kept.
+    teacher_epochs: int = 0
+    teacher_channels: int = 32
+    teacher_lr: float = 1e-3
+    distill_weight: float = 0.0
+    distill_temperature: float = 4.0
     # Held out of the training images (stratified, chosen by the seed): the temperature and the in-distribution
     # threshold are fitted on it, so the test set is only measured. At most a tenth of the training set.
     validation_images: int = 5000
@@ -49,7 +57,10 @@ SEED = Recipe(
 )
 
 # Adam with a one-cycle schedule converges in a fraction of SGD's epochs; one denoising epoch per
-# stage is enough pretraining. Digits gain from shifts, small rotations and dropout.
+# stage is enough pretraining. Digits gain from shifts, small rotations and light dropout: chosen on the
+# validation split (seed 0), dropout 0.1 and none on the input for 25 epochs scored 98.62% there, against
+# 98.00-98.56% for the variants tried beside it (the earlier 0.2 / 0.1 dropout, a weight average, zoom,
+# label smoothing, elastic distortions).
 DEFAULT = Recipe(
     name="default",
     optimizer="adamw",
@@ -57,19 +68,20 @@ DEFAULT = Recipe(
     finetune_lr=3e-3,
     batch_size=256,
     pretrain_epochs=1,
-    finetune_epochs=20,
+    finetune_epochs=25,
     schedule="onecycle",
     masking_noise=0.2,
-    input_dropout=0.1,
-    dropout=0.2,
+    input_dropout=0.0,
+    dropout=0.1,
     max_shift=2,
     max_rotation=10.0,
     refit_decoder_epochs=2,
 )
 
-# Garments, within the same time budget, lose accuracy to every regulariser tried (dropout, shifts,
-# mirroring, masking noise): the net is short of updates, not of data. Smaller batches and a moving
-# average of the weights serve them better.
+# Garments, within the same time budget, lose accuracy to dropout, shifts, mirroring and masking noise: the
+# net is short of updates, not of data. Smaller batches and a moving average of the weights serve them
+# better, and label smoothing 0.1 with decoupled weight decay 0.1 scored best on the validation split
+# (seed 0: 90.62%, against 90.26% without them and 90.36-90.46% with smoothing alone or a higher rate).
 DEFAULT_FASHION = replace(
     DEFAULT,
     finetune_lr=2e-3,
@@ -81,12 +93,14 @@ DEFAULT_FASHION = replace(
     max_shift=0,
     max_rotation=0.0,
     ema_decay=0.998,
+    label_smoothing=0.1,
+    weight_decay=0.1,
 )
 
 # No time cap (at most 15 minutes a data set on 2 CPU cores): many more epochs of distorted digits, as Simard
 # et al. (2003) trained an MLP to 99.3% with affine and elastic distortions, and a moving average of the weights.
-# Measured (seed 0, this project's machine): 98.92% in 235 s. With the default's dropout and 60 epochs, 98.63%:
-# this small net wants less regularisation, not more.
+# Measured (seed 0, this project's machine): 98.92% in 235 s. With the earlier default's dropout and 60 epochs,
+# 98.63%; distilling a 16-channel teacher (10 epochs) into it, 98.83% in 376 s: no gain, so no teacher here.
 BEST = replace(
     DEFAULT,
     name="best",
@@ -100,9 +114,25 @@ BEST = replace(
     ema_decay=0.999,
 )
 
-# Garments: more epochs, with random erasing and mirror images. Measured (seed 0): 89.82% in 79 s, under the
-# default's 90.02%; with erasing on half the images and dropout 0.1, 89.51%. No gain found yet.
-BEST_FASHION = replace(DEFAULT_FASHION, name="best", finetune_epochs=60, erasing=0.25, hflip=True)
+# Garments: more epochs with random erasing and mirror images gained nothing alone (89.94 ± 0.19% over 3 seeds).
+# Distillation does: a small CNN teacher (32 and 64 channels, 15 epochs, about 93% on its own) trained first on
+# the same augmented images, then 70% of the fine-tuning loss is the KL divergence to its predictions softened
+# at temperature 4. Measured on an H200 (seed 0): 90.59%; teacher learning rates, weights and temperatures
+# tried beside it scored 90.18-90.48%.
+BEST_FASHION = replace(
+    DEFAULT_FASHION,
+    name="best",
+    finetune_epochs=60,
+    erasing=0.25,
+    hflip=True,
+    label_smoothing=0.0,
+    weight_decay=0.0,
+    teacher_epochs=15,
+    teacher_channels=32,
+    teacher_lr=3e-3,
+    distill_weight=0.7,
+    distill_temperature=4.0,
+)
 
 RECIPES = {r.name: r for r in (DEFAULT, SEED, BEST)}
 

@@ -10,6 +10,7 @@ from torch import nn
 from models import StackedAutoencoder
 from training.loop import BatchStep, StageHistory, run_stage
 from training.recipes import Recipe
+from training.teacher import distillation_loss
 
 SCHEMES = ("greedy", "end-to-end", "none")
 
@@ -183,13 +184,22 @@ def finetune(
     generator: torch.Generator,
     epochs: int | None = None,
     max_batches: int | None = None,
+    teacher_logits: torch.Tensor | None = None,
 ) -> StageHistory:
-    """Supervised NLL training of the encoders and the head; the decoders are left as pretrained."""
+    """Supervised NLL training of the encoders and the head; the decoders are left as pretrained.
+
+    With `teacher_logits` (a teacher's logits for every row of `x`), the loss mixes in distillation towards them,
+    weighted by the recipe's distill_weight; an augmented image takes its original's soft targets.
+    """
 
     def step(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         log_probs = model.classify(augment(x[indices], recipe, generator))  # (B, 10)
         target = y[indices]
-        return classification_loss(log_probs, target, recipe.label_smoothing), (log_probs.argmax(1) == target).sum()
+        loss = classification_loss(log_probs, target, recipe.label_smoothing)
+        if teacher_logits is not None:
+            soft = distillation_loss(log_probs, teacher_logits[indices], recipe.distill_temperature)
+            loss = (1 - recipe.distill_weight) * loss + recipe.distill_weight * soft
+        return loss, (log_probs.argmax(1) == target).sum()
 
     model.train()
     history = train_modules(

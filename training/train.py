@@ -15,6 +15,7 @@ from training.evaluate import evaluate, logits_and_errors
 from training.loop import StageHistory
 from training.recipes import Recipe
 from training.schemes import finetune, pretrain, refit_decoders
+from training.teacher import teacher_logits, train_teacher
 
 DRY_RUN_BATCHES = 2
 DRY_RUN_TEST_IMAGES = 1000
@@ -65,7 +66,18 @@ def train(
 
     start = time.perf_counter()
     history = pretrain(model, scheme, train_x, recipe, generator, max_batches=max_batches)
-    history.append(finetune(model, train_x, train_y, recipe, generator, max_batches=max_batches))
+    soft_targets, teacher_accuracy = None, None
+    if recipe.teacher_epochs:
+        teacher, teacher_history = train_teacher(
+            train_x, train_y, len(data.class_names), recipe, generator, max_batches=max_batches
+        )
+        history.append(teacher_history)
+        soft_targets = teacher_logits(teacher, train_x)
+        teacher_accuracy = (teacher_logits(teacher, test_x).argmax(1) == test_y).double().mean().item()
+        del teacher
+    history.append(
+        finetune(model, train_x, train_y, recipe, generator, max_batches=max_batches, teacher_logits=soft_targets)
+    )
     history += refit_decoders(model, train_x, recipe, generator, epochs=1 if dry_run else None, max_batches=max_batches)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -84,7 +96,7 @@ def train(
         recipe_name=settings.pop("name"),
         recipe=settings,
         weights_sha256="",
-        provenance=provenance(data, seed, dry_run, seconds, history, device),
+        provenance=provenance(data, seed, dry_run, seconds, history, device, teacher_accuracy),
         calibration=calibration,
     )
     return TrainResult(model=model, history=history, metrics=metrics, card=card, test_x=test_x, test_y=test_y)
@@ -114,10 +126,18 @@ def calibrate(
 
 
 def provenance(
-    data: Dataset, seed: int, dry_run: bool, seconds: float, history: list[StageHistory], device: torch.device
+    data: Dataset,
+    seed: int,
+    dry_run: bool,
+    seconds: float,
+    history: list[StageHistory],
+    device: torch.device,
+    teacher_accuracy: float | None = None,
 ) -> dict[str, Any]:
     """How the model was made: recorded in the card, shown, never relied on."""
+    extra = {} if teacher_accuracy is None else {"teacher_test_accuracy": teacher_accuracy}
     return {
+        **extra,
         "preprocessing": PREPROCESSING,
         "seed": seed,
         "dry_run": dry_run,
