@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.augment import augment
 from training.loop import StageHistory, run_stage
 from training.recipes import Recipe
 
@@ -41,8 +42,6 @@ def train_teacher(
     max_batches: int | None = None,
 ) -> tuple[Teacher, StageHistory]:
     """Train the teacher on the same (augmented) training images as the student, with the recipe's optimizer."""
-    from training.schemes import augment  # schemes imports this module
-
     teacher = Teacher(recipe.teacher_channels, classes).to(x.device)
 
     def step(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from models import SAEConfig, StackedAutoencoder, to_model_input
+from training.augment import augment, elastic_field, erase
 from training.data import load_dataset
 from training.recipes import DEFAULT, SEED, recipe_for
-from training.schemes import augment, autoencoder_stage, elastic_field, erase, finetune, pretrain, refit_decoders
+from training.schemes import autoencoder_stage, finetune, pretrain, refit_decoders
 from training.train import train
 
 FAST = replace(DEFAULT, batch_size=64, pretrain_epochs=2, finetune_epochs=3)
