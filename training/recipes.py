@@ -80,8 +80,9 @@ DEFAULT = Recipe(
 
 # Garments, within the same time budget, lose accuracy to dropout, shifts, mirroring and masking noise: the
 # net is short of updates, not of data. Smaller batches and a moving average of the weights serve them
-# better, and label smoothing 0.1 with decoupled weight decay 0.1 scored best on the validation split
-# (seed 0: 90.62%, against 90.26% without them and 90.36-90.46% with smoothing alone or a higher rate).
+# better. Label smoothing 0.1 with decoupled weight decay 0.1 scored best on the validation split (seed 0:
+# 90.62%, against 90.26% without them), but over 3 seeds it gained 0.07 points of test accuracy (90.07 ±
+# 0.08%) and left the calibrated test ECE at 2.02% (0.78% without): over the 1.5% goal, so not taken.
 DEFAULT_FASHION = replace(
     DEFAULT,
     finetune_lr=2e-3,
@@ -93,8 +94,6 @@ DEFAULT_FASHION = replace(
     max_shift=0,
     max_rotation=0.0,
     ema_decay=0.998,
-    label_smoothing=0.1,
-    weight_decay=0.1,
 )
 
 # No time cap (at most 15 minutes a data set on 2 CPU cores): many more epochs of distorted digits, as Simard
@@ -125,8 +124,6 @@ BEST_FASHION = replace(
     finetune_epochs=60,
     erasing=0.25,
     hflip=True,
-    label_smoothing=0.0,
-    weight_decay=0.0,
     teacher_epochs=15,
     teacher_channels=32,
     teacher_lr=3e-3,
