@@ -59,8 +59,9 @@ SEED = Recipe(
 # Adam with a one-cycle schedule converges in a fraction of SGD's epochs; one denoising epoch per
 # stage is enough pretraining. Digits gain from shifts, small rotations and light dropout: chosen on the
 # validation split (seed 0), dropout 0.1 and none on the input for 25 epochs scored 98.62% there, against
-# 98.00-98.56% for the variants tried beside it (the earlier 0.2 / 0.1 dropout, a weight average, zoom,
-# label smoothing, elastic distortions).
+# 97.72-98.56% for the variants tried beside it (dropout 0.05, a weight average, zoom, label smoothing,
+# elastic distortions); over 3 seeds it took the test accuracy from 98.67% (dropout 0.2, 0.1 on the input, 20
+# epochs) to 98.82%.
 DEFAULT = Recipe(
     name="default",
     optimizer="adamw",
