@@ -28,10 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models import resolve_device, to_model_input  # noqa: E402
-from training.calibration import validation_split  # noqa: E402
+from models import resolve_device  # noqa: E402
 from training.data import Dataset, load_dataset  # noqa: E402
-from training.evaluate import predict  # noqa: E402
 from training.recipes import recipe_for  # noqa: E402
 from training.train import train  # noqa: E402
 
@@ -171,16 +169,12 @@ def run_one(grid: str, overrides: dict[str, Any], seed: int, device_name: str, d
     recipe = replace(recipe_for(recipe_name, dataset), **overrides)
     device = resolve_device(device_name)
     result = train(data, "greedy", recipe, seed, device)
-    held_out = min(recipe.validation_images, len(data.train_labels) // 10)
-    _, validation_index = validation_split(data.train_labels, held_out, seed)
-    validation_x = to_model_input(data.train_images[validation_index]).to(device)
-    predicted, _ = predict(result.model, validation_x)
     calibration = result.card.calibration
     return {
         "grid": grid,
         "overrides": overrides,
         "seed": seed,
-        "validation_accuracy": (predicted.cpu() == data.train_labels[validation_index]).double().mean().item(),
+        "validation_accuracy": result.validation_accuracy,
         "test_accuracy": result.metrics["test_accuracy"],
         "test_ece_after": calibration.test_ece_after if calibration else None,
         "seconds": result.card.provenance["training_seconds"],
