@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 # The gRPC stubs, generated from the proto by grpcio-tools (the `stubs` extra), never committed.
 PROTO := proto/grpc_predict_v2.proto
-STUBS := service/grpc_stubs/grpc_predict_v2_pb2.py
+STUBS := service/grpc/stubs/grpc_predict_v2_pb2.py
 
 .PHONY: install stubs data models run system-deps test test-fast test-deploy testbed-up testbed-down lint bench gpu-check gpu-bundle clean
 
@@ -85,4 +85,4 @@ gpu-bundle: models
 	$(BIN)/python bench/gpu_bundle.py --out .bundle
 
 clean:
-	rm -rf $(VENV) artifacts service/grpc_stubs
+	rm -rf $(VENV) artifacts service/grpc/stubs

@@ -7,8 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.app import create_app
-from service.settings import Settings
+from service.core.settings import Settings
+from service.server import create_app
 
 
 def png_bytes(pixels: np.ndarray, mode: str | None = None) -> bytes:

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.app import create_app
+from service.server import create_app
 from tests.conftest import write_tiny_artifacts
 from tests.service.conftest import digit_like, make_settings, png_bytes
 

@@ -9,7 +9,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from models import load_checkpoint, to_model_input
-from service.microbatching import MicroBatcher
+from service.core.batching import MicroBatcher
 from tests.service.conftest import digit_like, png_bytes
 
 

@@ -9,7 +9,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from models import load_checkpoint, to_model_input
-from service.app import create_app
+from service.server import create_app
 from tests.service.conftest import digit_like, make_settings
 
 DIGITS = np.stack([digit_like(seed) for seed in range(6)])

@@ -7,10 +7,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service import predict
-from service.app import create_app
-from service.errors import NoModelLoaded
-from service.inputs import json_depth
+from service.core.errors import NoModelLoaded
+from service.core.forward import CLASSIFY
+from service.core.pixels import json_depth
+from service.server import create_app
 from tests.service.conftest import digit_like, make_settings, png_bytes
 
 
@@ -105,7 +105,7 @@ def test_unexpected_failure_is_a_generic_500_with_the_request_id(
     def broken(*args: object) -> None:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(predict, "classify", broken)
+    monkeypatch.setattr(CLASSIFY, "forward", broken)
     client_no_raise = TestClient(client.app, raise_server_exceptions=False)
     response = client_no_raise.post(
         "/classify", files=upload(png_bytes(digit_like(0))), headers={"X-Request-ID": "abc123"}

@@ -9,8 +9,8 @@ import torch
 from fastapi.testclient import TestClient
 
 from models import SAEConfig, StackedAutoencoder, save_checkpoint
-from service import predict
-from service.app import create_app
+from service.core.forward import CLASSIFY
+from service.server import create_app
 from tests.conftest import make_card
 from tests.service.conftest import digit_like, make_settings, png_bytes
 
@@ -59,14 +59,14 @@ def test_a_reload_that_loads_nothing_keeps_the_old_models(tiny_artifacts: Path) 
 def test_request_timeout_is_a_408_that_says_which_setting(
     tiny_artifacts: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = predict.classify
+    real = CLASSIFY.forward
 
     def slow(*args: object) -> object:
         time.sleep(0.5)
         return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(predict, "classify", slow)
+    monkeypatch.setattr(CLASSIFY, "forward", slow)
     with TestClient(create_app(make_settings(tiny_artifacts, request_timeout_s=0.1))) as client:
         response = client.post("/classify", files=FILES)
         assert response.status_code == 408 and "SAE_REQUEST_TIMEOUT_S" in response.json()["detail"]
-        monkeypatch.setattr(predict, "classify", real)
+        monkeypatch.setattr(CLASSIFY, "forward", real)

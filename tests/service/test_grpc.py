@@ -30,8 +30,8 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from models import load_checkpoint
-from service import predict
-from service.registry import ServedModel
+from service.core import forward
+from service.core.repository import ServedModel
 from tests.conftest import write_tiny_artifacts
 from tests.servers import free_port, require_trained_artifacts, start_server
 from tests.service.conftest import digit_like
@@ -114,9 +114,8 @@ def rest_error(url: str, model: str, images: np.ndarray, datatype: str = "UINT8"
 
 
 def test_the_supervisor_does_not_load_grpc_before_it_forks() -> None:
-    probe = (
-        "import sys; from service.main import preload; preload(); print(sorted(m for m in sys.modules if 'grpc' in m))"
-    )
+    preload = "from service.workers.main import preload; preload()"
+    probe = f"import sys; {preload}; print(sorted(m for m in sys.modules if 'grpc' in m))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
@@ -311,7 +310,7 @@ def test_64_concurrent_streams_each_get_their_own_rows(server: Server, artifacts
     pictures = np.stack([digit_like(200 + i) for i in range(256)])
     checkpoint = load_checkpoint(artifacts / "mnist")
     served = ServedModel("mnist", checkpoint.model, checkpoint.card, torch.device("cpu"))
-    expected = [predict.all_outputs(served, pictures[i : i + 1]) for i in range(len(pictures))]  # unbatched
+    expected = [forward.all_outputs(served, pictures[i : i + 1]) for i in range(len(pictures))]  # unbatched
     forwards_before = forwards(server)
 
     async def stream(client: triton_aio.InferenceServerClient, first: int) -> list[tuple[int, triton.InferResult]]:

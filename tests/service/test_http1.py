@@ -19,8 +19,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from service.app import create_app
-from service.main import uvicorn_options
+from service.server import create_app
+from service.workers.main import uvicorn_options
 from tests.servers import free_port
 from tests.service.conftest import digit_like, make_settings
 

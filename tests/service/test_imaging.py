@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from models import FULL_FRAME, MNIST_FRAMING
-from service.errors import TooLarge, UndecodableInput, UnsupportedMediaType
-from service.imaging import decode_image, prepare_photo, to_grayscale
+from service.core.errors import TooLarge, UndecodableInput, UnsupportedMediaType
+from service.core.imaging import decode_image, prepare_photo, to_grayscale
 
 
 def encoded(image: Image.Image, fmt: str, **kwargs: object) -> bytes:

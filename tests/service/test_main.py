@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service import main
-from service.settings import Settings
+from service.core.settings import Settings
+from service.workers import main
 
 
 def probe_answering(code: int, stdout: str, calls: list[list[str]]):  # type: ignore[no-untyped-def]

@@ -1,7 +1,7 @@
 import pytest
 
-from service.errors import UndecodableInput
-from service.multipart import parse_multipart
+from service.core.errors import UndecodableInput
+from service.http.multipart import parse_multipart
 
 
 def body(*parts: tuple[str, str | None, bytes], boundary: str = "XyZ") -> bytes:

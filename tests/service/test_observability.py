@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.logs import JsonFormatter
+from service.server import create_app
+from service.workers.logs import JsonFormatter
 from tests.service.conftest import digit_like, make_settings, png_bytes
 
 FILES = [("file", ("a.png", png_bytes(digit_like(0)), "image/png"))]

@@ -8,11 +8,11 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.errors import InputError, InvalidInput, TooLarge, UndecodableInput
-from service.inputs import Limits
-from service.predict import AllOutputs
-from service.protocol import DEFAULT_OUTPUTS, RequestedOutput, encode_infer_response, parse_infer_request
+from service.core.errors import InputError, InvalidInput, TooLarge, UndecodableInput
+from service.core.forward import AllOutputs
+from service.core.pixels import Limits
+from service.core.tensors import DEFAULT_OUTPUTS, RequestedOutput, encode_infer_response, parse_infer_request
+from service.server import create_app
 from tests.service.conftest import digit_like, make_settings
 
 LIMITS = Limits(1 << 20, 4, 1 << 20, 1 << 20, 6)

@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.security import key_matches, presented_key
-from service.settings import Settings
+from service.core.keys import key_matches, presented_key
+from service.core.settings import Settings
+from service.server import create_app
 from tests.service.conftest import digit_like, make_settings, png_bytes
 
 FILES = [("file", ("a.png", png_bytes(digit_like(0)), "image/png"))]

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from models import SAEConfig, StackedAutoencoder, load_checkpoint, save_checkpoint, to_model_input
-from service.app import create_app
-from service.versions import Policies, VersionPolicy
+from service.core.versions import Policies, VersionPolicy
+from service.server import create_app
 from tests.conftest import make_card
 from tests.service.conftest import digit_like, make_settings
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from models import SAEConfig, StackedAutoencoder, save_checkpoint
-from service.main import usable_cores
+from service.workers.main import usable_cores
 from tests.conftest import make_card
 from tests.servers import start_server
 

@@ -1,0 +1,5 @@
+"""`python -m service`: the same as `sae-serve`."""
+
+from service.workers.main import main
+
+main()

@@ -1,0 +1,92 @@
+"""Every error the service answers with, as exceptions that carry their HTTP status and know no transport.
+
+`ServiceError` is the root; `InputError` and its subclasses are the client's mistakes with its input. The
+transports render them: `{"detail": ...}` on the native REST routes, `{"error": ...}` under /v2, a status code
+and the same text over gRPC.
+"""
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+Result = TypeVar("Result")
+
+
+class ServiceError(Exception):
+    """An answer other than success, with the HTTP status that says what kind."""
+
+    status_code = 500
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InputError(ServiceError):
+    """The request itself is wrong: its body, its parameters or its images."""
+
+    status_code = 400
+
+
+class UndecodableInput(InputError):
+    status_code = 400
+
+
+class NotAcceptable(InputError):
+    status_code = 406
+
+
+class TooLarge(InputError):
+    status_code = 413
+
+
+class UnsupportedMediaType(InputError):
+    status_code = 415
+
+
+class InvalidInput(InputError):
+    status_code = 422
+
+
+class NotFound(ServiceError):
+    """No such model or version."""
+
+    status_code = 404
+
+
+class Forbidden(ServiceError):
+    """An admin action while no API keys are set."""
+
+    status_code = 403
+
+
+class RequestTimeout(ServiceError):
+    status_code = 408
+
+
+class NotReady(ServiceError):
+    """The model or version is known but not loaded."""
+
+    status_code = 503
+
+
+class LoadFailed(ServiceError):
+    """A repository load that did not load what it asked for; nothing served changed."""
+
+    status_code = 400
+
+
+class NoModelLoaded(RuntimeError):
+    """Raised at start-up when not one checkpoint could be loaded."""
+
+
+async def within_timeout(work: Awaitable[Result], timeout_s: float) -> Result:
+    """Await `work` (reading the body included), or refuse with 408 once `timeout_s` has passed."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await work
+    except TimeoutError:
+        raise RequestTimeout(
+            f"request not completed within {timeout_s:g} s (SAE_REQUEST_TIMEOUT_S): "
+            "the body arrived too slowly or the service is overloaded; retry, or send fewer images"
+        ) from None

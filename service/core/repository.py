@@ -1,0 +1,285 @@
+"""The models the service holds: their versions, loaded from the artifacts folder, verified, warmed up.
+
+Every folder of the artifacts folder that holds a checkpoint is a model, named after the folder: a
+checkpoint of any 28x28 data set is served with the class names and framing its card gives, with no
+code change. A model's versions are its numbered subfolders (`mnist/1/`, `mnist/2/`); a checkpoint at
+the top of the folder, the layout before versions, is version 1. Folders whose names start with a dot
+(staging areas) are not read.
+
+Which versions are loaded: each model's version policy (`latest N`, `all`, `specific V...`; settings),
+changed at run time by the model repository API. Loading a model without a version loads its policy's
+versions afresh, as Triton does; unloading it unloads every version. Loading or unloading one version
+(an extension of Triton's API) adds it beside the versions loaded or takes it away. A request that names
+no version gets the newest loaded one, so unloading the newest version rolls back to the one before. A
+reload (SIGHUP, /admin/reload) reads the repository anew: every model's policy applies again, and the
+changes made through the repository API are dropped.
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from models import CheckpointError, ModelCard, StackedAutoencoder, load_checkpoint, resolve_device
+from models.checkpoint import checkpoint_versions, read_card
+from service.core.errors import LoadFailed, NotFound
+from service.core.sync import WorkerSync
+from service.core.versions import Plan, Policies
+
+log = logging.getLogger("sae_serve")
+
+
+@dataclass
+class ServedModel:
+    name: str
+    model: StackedAutoencoder
+    card: ModelCard
+    device: torch.device
+    version: int = 1
+    path: Path | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.card.class_names)
+
+    @property
+    def error_threshold(self) -> float:
+        return self.card.error_threshold
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    name: str
+    version: int
+    state: Literal["READY", "UNAVAILABLE"]
+    reason: str
+    card: ModelCard | None = None  # the version's card, loaded or only on disk (None where it cannot be read)
+
+
+@dataclass
+class Registry:
+    versions: dict[str, dict[int, ServedModel]] = field(default_factory=dict)  # every loaded version
+    failures: dict[str, str] = field(default_factory=dict)  # models of which no version is loaded, and why
+    index: list[IndexEntry] = field(default_factory=list)  # every version on disk or asked for, with its state
+    models: dict[str, ServedModel] = field(init=False)  # each model's newest loaded version: what requests get
+
+    def __post_init__(self) -> None:
+        self.models = {name: loaded[max(loaded)] for name, loaded in sorted(self.versions.items()) if loaded}
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.models)
+
+    @property
+    def names(self) -> list[str]:
+        """Every model found, loaded or not."""
+        return sorted(set(self.models) | set(self.failures))
+
+
+def model_folders(artifacts_dir: Path) -> dict[str, dict[int, Path]]:
+    """Every model in the artifacts folder and its versions' folders."""
+    if not artifacts_dir.is_dir():
+        return {}
+    found = {
+        folder.name: checkpoint_versions(folder)
+        for folder in artifacts_dir.iterdir()
+        if folder.is_dir() and not folder.name.startswith(".")
+    }
+    return {name: versions for name, versions in sorted(found.items()) if versions}
+
+
+def card_on_disk(folder: Path | None) -> ModelCard | None:
+    """The card of a version not loaded, for its figures in /models; read once, when the registry is built."""
+    try:
+        return read_card(folder) if folder is not None else None
+    except CheckpointError:
+        return None
+
+
+def load_version(name: str, version: int, directory: Path, device: torch.device) -> ServedModel:
+    checkpoint = load_checkpoint(directory, device, exactly=True)
+    served = ServedModel(name, checkpoint.model, checkpoint.card, device, version, directory)
+    with torch.inference_mode():
+        warm = torch.zeros(1, served.model.config.input_dim, device=device)
+        served.model.classify(warm)
+        served.model.reconstruct(warm)
+    log.info("model %s version %d loaded on %s (sha256 %s)", name, version, device, checkpoint.card.weights_sha256[:12])
+    return served
+
+
+def load_models(
+    artifacts_dir: Path,
+    device: torch.device,
+    policies: Policies | None = None,
+    plans: dict[str, Plan] | None = None,
+    reuse: Registry | None = None,
+) -> Registry:
+    """Load the versions each model's policy and plan ask for; a version that fails is recorded with its reason,
+    the others serve. Versions loaded in `reuse` from the same folder are taken from it, not read again."""
+    policies = policies or Policies.parse([])
+    plans = plans or {}
+    versions: dict[str, dict[int, ServedModel]] = {}
+    failures: dict[str, str] = {}
+    index: list[IndexEntry] = []
+    for name, folders in model_folders(artifacts_dir).items():
+        plan = plans.get(name, Plan())
+        wanted = plan.wanted(policies.of(name), list(folders))
+        loaded: dict[int, ServedModel] = {}
+        reasons: dict[int, str] = {}
+        for version in sorted(set(folders) | set(wanted)):
+            if version not in wanted:
+                why = "unloaded through the repository API" if plan.unloaded or version in plan.removed else ""
+                reasons[version] = why or f"not in the version policy {policies.of(name)}"
+                continue
+            if version not in folders:
+                reasons[version] = f"version {version} not found in {artifacts_dir / name}"
+                continue
+            previous = reuse.versions.get(name, {}).get(version) if reuse else None
+            if previous is not None and previous.path == folders[version]:
+                loaded[version] = previous
+                continue
+            try:
+                loaded[version] = load_version(name, version, folders[version], device)
+            except CheckpointError as e:
+                reasons[version] = str(e)
+                log.error("model %s version %d not loaded: %s", name, version, e)
+        for version in sorted(set(loaded) | set(reasons)):
+            ready = version in loaded
+            state: Literal["READY", "UNAVAILABLE"] = "READY" if ready else "UNAVAILABLE"
+            card = loaded[version].card if ready else card_on_disk(folders.get(version))
+            index.append(IndexEntry(name, version, state, reasons.get(version, ""), card))
+        if loaded:
+            versions[name] = loaded
+        else:
+            asked = [f"version {v}: {reasons[v]}" for v in wanted if v in reasons]
+            failures[name] = "; ".join(asked) or (
+                "unloaded through the repository API" if plan.unloaded else "no version chosen by its policy"
+            )
+    return Registry(versions, failures, index)
+
+
+class ModelRepository:
+    """The models being served and how to load them again: the one object that owns them.
+
+    With several workers, a repository change made in one worker reaches the others through
+    service.core.sync, and is answered once every worker has applied it."""
+
+    def __init__(
+        self,
+        artifacts_dir: Path,
+        device_choice: str,
+        policies: Policies | None = None,
+        workers: WorkerSync | None = None,
+    ) -> None:
+        self.artifacts_dir, self.device_choice = artifacts_dir, device_choice
+        self.policies = policies or Policies.parse([])
+        self.device = torch.device("cpu")  # resolved by load(), which refuses CUDA where there is none
+        self.registry = Registry()
+        self.plans: dict[str, Plan] = {}
+        self._lock = asyncio.Lock()
+        self.workers = workers or WorkerSync(None)
+
+    def load(self) -> Registry:
+        """The first load, before the server accepts connections (a worker started later takes the changes too)."""
+        self.device = resolve_device(self.device_choice)
+        self.plans = self.workers.plans()
+        self.registry = load_models(self.artifacts_dir, self.device, self.policies, self.plans)
+        self.workers.applied()
+        return self.registry
+
+    async def reload(self) -> tuple[Registry, bool]:
+        """Load every model anew off the event loop, by its policy, then swap the whole registry in one assignment.
+
+        Requests already running keep the models they started with; the next ones get the new set. If no
+        model loads, the old set stays. Returns the fresh registry and whether it was swapped in.
+        """
+        async with self._lock:
+            fresh = await asyncio.to_thread(load_models, self.artifacts_dir, self.device, self.policies)
+            if fresh.ready:
+                self.registry, self.plans = fresh, {}
+                log.info("models reloaded: %s", serving(fresh))
+            else:
+                log.error("reload loaded no model (%s); keeping the models already loaded", fresh.failures)
+            return fresh, fresh.ready
+
+    async def sync(self) -> None:
+        """Apply the repository changes another worker made (SIGUSR1), reading only the versions that changed."""
+        async with self._lock:
+            self.plans = self.workers.plans()
+            fresh = await asyncio.to_thread(
+                load_models, self.artifacts_dir, self.device, self.policies, self.plans, self.registry
+            )
+            self.registry = fresh
+            self.workers.applied()
+            log.info("repository change %d applied: serving %s", self.workers.generation, serving(fresh))
+
+    def _known(self, name: str) -> dict[int, Path]:
+        folders = model_folders(self.artifacts_dir)
+        if name not in folders:
+            known = ", ".join(folders) or "none"
+            raise NotFound(f"unknown model {name[:64]!r} in the repository; models: {known}")
+        return folders[name]
+
+    def _changing(self, name: str) -> Plan:
+        """The model's plan, its base fixed to what is loaded now if this is its first change."""
+        plan = self.plans.get(name, Plan())
+        if plan.base is not None:
+            return plan
+        loaded = set() if plan.unloaded else set(self.registry.versions.get(name, {})) - plan.added
+        return Plan(plan.unloaded, set(plan.added), set(plan.removed), loaded)
+
+    async def load_model(self, name: str, version: int | None) -> Registry:
+        """Load a model's policy versions afresh, or one version beside those loaded; the served set changes only
+        if everything asked for loads."""
+        async with self._lock:
+            folders = self._known(name)
+            if version is not None and version not in folders:
+                on_disk = ", ".join(map(str, folders))
+                raise NotFound(f"model {name!r} has no version {version} in the repository; versions: {on_disk}")
+            if version is None:
+                new_plan = Plan()
+                reuse = Registry({n: v for n, v in self.registry.versions.items() if n != name})
+            else:
+                plan = self._changing(name)
+                base = set() if plan.unloaded else plan.base
+                new_plan = Plan(False, plan.added | {version}, plan.removed - {version}, base)
+                reuse = self.registry
+            plans = {**self.plans, name: new_plan}
+            fresh = await asyncio.to_thread(load_models, self.artifacts_dir, self.device, self.policies, plans, reuse)
+            asked = [version] if version is not None else new_plan.wanted(self.policies.of(name), list(folders))
+            loaded = fresh.versions.get(name, {})
+            failed = [e for e in fresh.index if e.name == name and e.version in asked and e.version not in loaded]
+            if failed or not asked:
+                served = sorted(self.registry.versions.get(name, {}))
+                why = "; ".join(f"version {e.version}: {e.reason}" for e in failed) or "its policy chooses no version"
+                raise LoadFailed(f"model {name!r} not loaded ({why}); it still serves versions {served or 'none'}")
+            await self._apply(plans, fresh)
+            return fresh
+
+    async def unload_model(self, name: str, version: int | None) -> Registry:
+        """Unload every version of a model, or one; requests then get the newest version still loaded."""
+        async with self._lock:
+            self._known(name)
+            if version is None:
+                new_plan = Plan(unloaded=True)
+            else:
+                plan = self._changing(name)
+                new_plan = Plan(plan.unloaded, plan.added - {version}, plan.removed | {version}, plan.base)
+            plans = {**self.plans, name: new_plan}
+            fresh = await asyncio.to_thread(
+                load_models, self.artifacts_dir, self.device, self.policies, plans, self.registry
+            )
+            await self._apply(plans, fresh)
+            return fresh
+
+    async def _apply(self, plans: dict[str, Plan], fresh: Registry) -> None:
+        self.plans, self.registry = plans, fresh
+        log.info("repository: serving %s", serving(fresh))
+        await self.workers.publish(plans)
+
+
+def serving(registry: Registry) -> str:
+    return ", ".join(f"{name} {sorted(versions)}" for name, versions in registry.versions.items()) or "none"

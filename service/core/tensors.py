@@ -1,0 +1,240 @@
+"""Open Inference Protocol (KServe v2) tensors: request bodies -> pixels, model outputs -> answers. No HTTP here.
+
+Inputs: one tensor `images`, UINT8 (0-255) or FP32 (0-1, rounded to the nearest 1/255 like the native
+JSON floats), shape [N, 28, 28] or [N, 784], as JSON `data` or as binary tensor data after the JSON
+header (the binary tensor data extension). Outputs, all by default or as the request's `outputs` names:
+probabilities, label, embedding, reconstruction, reconstruction_error, each as JSON or binary data.
+
+The tensor checks (image_tensor, raw_values, tensor_pixels, output_names) and the outputs (output_tensors)
+serve the gRPC service too (service/grpc/servicer.py), so that both protocols accept and answer the same.
+"""
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from models import IMAGE_SIDE
+from service.core.errors import UndecodableInput
+from service.core.forward import AllOutputs, abstained
+from service.core.pixels import Batch, Limits, PixelScale, check_count, to_pixels
+
+INPUT_NAME = "images"
+HEADER_LENGTH = "inference-header-content-length"
+DATATYPES = {"UINT8": np.uint8, "FP32": np.float32, "INT64": np.int64, "BOOL": np.bool_}
+# The request parameter under which a client abstains from doubtful answers (as /classify's min_confidence query).
+MIN_CONFIDENCE = "min_confidence"
+INPUT_DATATYPES = ("UINT8", "FP32")
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    name: str
+    binary: bool
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    pixels: Batch  # (N, 28, 28)
+    outputs: tuple[RequestedOutput, ...]
+    id: Any  # echoed back when the request has one
+    min_confidence: float = 0.0
+
+
+def output_metadata(classes: int, code_dim: int) -> list[dict[str, Any]]:
+    return [
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]},
+        {"name": "label", "datatype": "INT64", "shape": [-1]},
+        {"name": "embedding", "datatype": "FP32", "shape": [-1, code_dim]},
+        {"name": "reconstruction", "datatype": "FP32", "shape": [-1, IMAGE_SIDE, IMAGE_SIDE]},
+        {"name": "reconstruction_error", "datatype": "FP32", "shape": [-1]},
+        {"name": "abstained", "datatype": "BOOL", "shape": [-1]},
+    ]
+
+
+OUTPUT_NAMES = tuple(output["name"] for output in output_metadata(0, 0))
+# Every output but `abstained`, which comes by default only with the parameter min_confidence.
+DEFAULT_OUTPUTS = tuple(name for name in OUTPUT_NAMES if name != "abstained")
+OUTPUT_DATATYPES = {output["name"]: output["datatype"] for output in output_metadata(0, 0)}
+OUTPUTS_HINT = f"outputs must be named from {', '.join(OUTPUT_NAMES)}"
+
+
+def model_metadata(name: str, versions: list[str], class_names: list[str], code_dim: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "versions": versions,
+        "platform": "pytorch",
+        "inputs": [{"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, IMAGE_SIDE, IMAGE_SIDE]}],
+        "outputs": output_metadata(len(class_names), code_dim),
+        "parameters": {"class_names": class_names, "input_datatypes": ["UINT8", "FP32"]},
+    }
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
+    """The JSON part of a request, and the binary part after it (binary tensor data extension)."""
+    end = len(body)
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise UndecodableInput(f"{HEADER_LENGTH} must be the JSON part's length, at most {len(body)}")
+        end = int(header_length)
+    try:
+        header = orjson.loads(body[:end])
+    except orjson.JSONDecodeError as e:
+        raise UndecodableInput(f"request JSON is not valid: {e}") from e
+    if not isinstance(header, dict):
+        raise UndecodableInput("request must be a JSON object with 'inputs'")
+    return header, body[end:]
+
+
+@dataclass(frozen=True)
+class ImageTensor:
+    """An `images` input whose name, datatype, shape and image count have been checked."""
+
+    datatype: str  # UINT8 or FP32
+    shape: list[int]  # [N, 28, 28] or [N, 784]
+
+    @property
+    def count(self) -> int:
+        return self.shape[0]
+
+    @property
+    def values(self) -> int:
+        return self.count * IMAGE_SIDE * IMAGE_SIDE
+
+
+def image_tensor(name: object, datatype: object, shape: object, limits: Limits) -> ImageTensor:
+    """The one check of an input tensor's name, datatype, shape and image count, for REST and gRPC alike."""
+    if name != INPUT_NAME:
+        raise UndecodableInput(f"unknown input {name!r}; the input is '{INPUT_NAME}'")
+    if datatype not in INPUT_DATATYPES:
+        raise UndecodableInput(f"input datatype {datatype!r} is not accepted; send UINT8 (0-255) or FP32 (0-1)")
+    side = IMAGE_SIDE * IMAGE_SIDE
+    dims: list[int] = shape if isinstance(shape, list) else []
+    valid_shape = bool(dims) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims)
+    if not valid_shape or dims[1:] not in ([IMAGE_SIDE, IMAGE_SIDE], [side]) or dims[0] < 1:
+        raise UndecodableInput(f"input shape {shape} is not accepted; send [N, 28, 28] or [N, 784] with N >= 1")
+    check_count(dims[0], limits)
+    return ImageTensor(str(datatype), dims)
+
+
+def raw_values(tensor: ImageTensor, blob: bytes, what: str) -> NDArray[Any]:
+    """The tensor's values from its raw bytes (row-major, no padding), refused unless they fill its shape exactly."""
+    dtype = np.dtype(DATATYPES[tensor.datatype])
+    size = tensor.values * dtype.itemsize
+    if len(blob) != size:
+        raise UndecodableInput(f"{what} does not match the shape {tensor.shape} of {tensor.datatype} ({size} bytes)")
+    return np.frombuffer(blob, dtype=dtype)
+
+
+def tensor_pixels(tensor: ImageTensor, values: NDArray[Any], what: str) -> Batch:
+    """The tensor's values as (N, 28, 28) pixels, through the one pixel check of the service (to_pixels)."""
+    if values.size != tensor.values:
+        raise UndecodableInput(f"{what} holds {values.size} values; shape {tensor.shape} needs {tensor.values}")
+    scale: PixelScale = "float" if tensor.datatype == "FP32" else "uint8"
+    pixels = to_pixels(values, scale, f"for datatype {tensor.datatype}", "send datatype FP32 for values in [0, 1]")
+    return pixels.reshape(tensor.count, IMAGE_SIDE, IMAGE_SIDE)
+
+
+def input_pixels(header: dict[str, Any], binary: bytes, limits: Limits) -> Batch:
+    inputs = header.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise UndecodableInput(f"request needs exactly one input tensor, named '{INPUT_NAME}'")
+    given = inputs[0]
+    tensor = image_tensor(given.get("name"), given.get("datatype"), given.get("shape"), limits)
+    size = (given.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if len(binary) != size:
+            raise UndecodableInput(f"binary_data_size {size} does not match the {len(binary)} bytes after the JSON")
+        return tensor_pixels(tensor, raw_values(tensor, binary, f"binary_data_size {size}"), "input data")
+    data = given.get("data")
+    try:
+        values = np.asarray(data if isinstance(data, list) else [], dtype=None).reshape(-1)
+    except (ValueError, TypeError) as e:
+        raise UndecodableInput(f"input data must be a flat or nested list of {tensor.datatype} numbers: {e}") from e
+    return tensor_pixels(tensor, values, "input data")
+
+
+def output_names(names: Sequence[object], min_confidence: float | None = None) -> tuple[str, ...]:
+    """The outputs a request names, checked, in its order; when it names none, every output (`abstained` only
+    with a min_confidence)."""
+    if not all(name in OUTPUT_NAMES for name in names):
+        raise UndecodableInput(OUTPUTS_HINT)
+    return tuple(str(name) for name in names) or (DEFAULT_OUTPUTS if min_confidence is None else OUTPUT_NAMES)
+
+
+def min_confidence(value: object) -> float | None:
+    """The request's min_confidence parameter: a number in [0, 1], or None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise UndecodableInput(f"parameter {MIN_CONFIDENCE} must be a number from 0 to 1, found {value!r}"[:200])
+    return float(value)
+
+
+def requested_outputs(header: dict[str, Any], threshold: float | None = None) -> tuple[RequestedOutput, ...]:
+    wanted = header.get("outputs") or [{"name": name} for name in output_names([], threshold)]
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
+        raise UndecodableInput(OUTPUTS_HINT)
+    names = output_names([o.get("name") for o in wanted])
+    return tuple(
+        RequestedOutput(name, bool((o.get("parameters") or {}).get("binary_data")))
+        for name, o in zip(names, wanted, strict=True)
+    )
+
+
+def parse_infer_request(body: bytes, header_length: str | None, limits: Limits) -> InferRequest:
+    header, binary = split_body(body, header_length)
+    pixels = input_pixels(header, binary, limits)
+    parameters = header.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise UndecodableInput('"parameters" must be an object, e.g. {"min_confidence": 0.9}')
+    threshold = min_confidence(parameters.get(MIN_CONFIDENCE))
+    return InferRequest(pixels, requested_outputs(header, threshold), header.get("id"), threshold or 0.0)
+
+
+def output_tensors(
+    result: AllOutputs, names: tuple[str, ...], min_confidence: float = 0.0
+) -> list[tuple[str, str, NDArray[Any]]]:
+    """(name, datatype, row-major array) of each named output, in the order named: what REST and gRPC answer.
+    `abstained`: the top probability is under min_confidence."""
+    count = len(result.probabilities)
+    values: dict[str, NDArray[Any]] = {
+        "probabilities": result.probabilities,
+        "label": result.scores.argmax(1).astype(np.int64),
+        "embedding": result.embeddings,
+        "reconstruction": result.reconstructions.reshape(count, IMAGE_SIDE, IMAGE_SIDE),
+        "reconstruction_error": result.reconstruction_errors,
+        "abstained": abstained(result.probabilities, min_confidence),
+    }
+    return [(name, OUTPUT_DATATYPES[name], np.ascontiguousarray(values[name])) for name in names]
+
+
+def encode_infer_response(
+    model_name: str, version: str, result: AllOutputs, request: InferRequest
+) -> tuple[bytes, int | None]:
+    """The answer's bytes, and the JSON part's length when binary outputs follow it (else None)."""
+    outputs, blobs = [], []
+    tensors = output_tensors(result, tuple(o.name for o in request.outputs), request.min_confidence)
+    for requested, (name, datatype, array) in zip(request.outputs, tensors, strict=True):
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if requested.binary:
+            blob = array.tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = array.reshape(-1)
+        outputs.append(entry)
+    answer: dict[str, Any] = {"model_name": model_name, "model_version": version, "outputs": outputs}
+    if request.id is not None:
+        answer["id"] = request.id
+    head = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return head, None
+    return head + b"".join(blobs), len(head)

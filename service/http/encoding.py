@@ -1,0 +1,113 @@
+"""encode: numpy results -> response bodies (JSON, PNG, .npy) and content negotiation."""
+
+import io
+from typing import Any
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+from PIL import Image
+from starlette.responses import Response
+
+from service.core.errors import NotAcceptable
+from service.core.forward import Classification, Floats, Reconstructions, abstained
+
+
+class FastJSONResponse(Response):
+    """JSON through orjson, which also writes numpy arrays and scalars directly."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def negotiate(accept: str | None, offered: list[str]) -> str:
+    """The offered media type the Accept header prefers (the first offered on a tie or no header)."""
+    if not accept:
+        return offered[0]
+    best, best_q = None, 0.0
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        for candidate in offered:
+            matches = media in (candidate, "*/*") or (media.endswith("/*") and candidate.startswith(media[:-1]))
+            rank = q + (0.001 if media == candidate else 0.0)  # an exact match beats a wildcard of equal q
+            if matches and q > 0 and rank > best_q:
+                best, best_q = candidate, rank
+    if best is None:
+        raise NotAcceptable(f"cannot answer with {accept!r}; this endpoint offers {', '.join(offered)}")
+    return best
+
+
+def classification_json(
+    model: str,
+    version: int,
+    result: Classification,
+    class_names: list[str],
+    top_k: int,
+    threshold: float,
+    min_confidence: float = 0.0,
+) -> dict[str, object]:
+    """`abstained`: the top probability is under `min_confidence` (the label is given all the same)."""
+    probabilities = result.probabilities
+    top = np.argsort(-result.scores, axis=1, kind="stable")[:, :top_k].tolist()  # (N, k), one sort for the batch
+    rows = probabilities.tolist()
+    errors = result.reconstruction_errors.tolist()
+    refused = abstained(probabilities, min_confidence).tolist()
+    predictions = []
+    for probs, order, error, abstain in zip(rows, top, errors, refused, strict=True):
+        label = order[0]
+        predictions.append(
+            {
+                "label": label,
+                "class_name": class_names[label],
+                "probabilities": dict(zip(class_names, probs, strict=True)),
+                "top_k": [{"label": i, "class_name": class_names[i], "probability": probs[i]} for i in order],
+                "reconstruction_error": error,
+                "in_distribution": error <= threshold,
+                "abstained": abstain,
+            }
+        )
+    return {"model": model, "model_version": version, "predictions": predictions}
+
+
+def png_strip(pixels: NDArray[np.uint8]) -> bytes:
+    """N images of 28x28 side by side in one grayscale PNG of 28 x 28N."""
+    strip = np.concatenate(list(pixels), axis=1)  # (28, 28 * N)
+    buffer = io.BytesIO()
+    Image.fromarray(strip).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def reconstruction_json(model: str, version: int, result: Reconstructions) -> dict[str, object]:
+    return {
+        "model": model,
+        "model_version": version,
+        "reconstructions": [
+            {"pixels": pixels, "reconstruction_error": error}
+            for pixels, error in zip(result.pixels.tolist(), result.reconstruction_errors.tolist(), strict=True)
+        ],
+    }
+
+
+def npy_bytes(array: Floats) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def embedding_json(model: str, version: int, layer: int, embeddings: Floats) -> dict[str, object]:
+    return {
+        "model": model,
+        "model_version": version,
+        "layer": layer,
+        "dimension": int(embeddings.shape[1]),
+        "embeddings": embeddings.tolist(),
+    }

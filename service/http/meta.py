@@ -1,0 +1,96 @@
+"""/models and the health probes."""
+
+from dataclasses import asdict
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.core.repository import Registry
+from service.http.deps import PlaneDep
+from service.http.schemas import HealthResponse, ModelInfo, ModelsResponse, VersionInfo
+
+router = APIRouter(tags=["meta"])
+
+
+def version_infos(registry: Registry, name: str) -> list[VersionInfo]:
+    infos = []
+    for entry in (e for e in registry.index if e.name == name):
+        card = entry.card
+        infos.append(
+            VersionInfo(
+                version=entry.version,
+                state=entry.state,
+                reason=entry.reason,
+                test_accuracy=card.metrics.test_accuracy if card else None,
+                weights_sha256=card.weights_sha256 if card else None,
+                created=str(card.provenance.get("created")) if card and card.provenance.get("created") else None,
+            )
+        )
+    return infos
+
+
+@router.get("/models", response_model=ModelsResponse)
+async def list_models(plane: PlaneDep) -> ModelsResponse:
+    """Every known model: loaded ones with the facts of the version requests get by default, and every version
+    with its state and its card's figures; failed ones with the reason."""
+    registry = plane.registry
+    infos = []
+    for name in registry.names:
+        served = registry.models.get(name)
+        versions = version_infos(registry, name)
+        if served is None:
+            error = registry.failures.get(name, "not loaded")
+            infos.append(ModelInfo(name=name, loaded=False, error=error, versions=versions))
+            continue
+        card = served.card
+        infos.append(
+            ModelInfo(
+                name=name,
+                loaded=True,
+                version=served.version,
+                versions=versions,
+                dataset=card.dataset,
+                class_names=served.class_names,
+                architecture=card.config.to_dict(),
+                pretraining=card.pretraining,
+                recipe=card.recipe_name,
+                metrics={
+                    "test_accuracy": card.metrics.test_accuracy,
+                    "reconstruction_mse": card.metrics.reconstruction_mse,
+                    "reconstruction_error_percentiles": card.metrics.reconstruction_error_percentiles,
+                    "calibration": asdict(card.calibration) if card.calibration else None,
+                },
+                in_distribution_threshold=served.error_threshold,
+                device=str(served.device),
+                weights_sha256=card.weights_sha256,
+            )
+        )
+    return ModelsResponse(default_model=plane.settings.default_model, models=infos)
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def metrics(plane: PlaneDep) -> PlainTextResponse:
+    """Requests by route, model and status, latency, batch sizes and queue waits, models loaded, process memory."""
+    registry, collected = plane.registry, plane.metrics
+    collected.set_models({name: str(m.device) for name, m in registry.models.items()}, registry.names)
+    return PlainTextResponse(generate_latest(collected.exported()).decode(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/health/live", response_model=HealthResponse)
+async def live() -> HealthResponse:
+    """The process answers."""
+    return HealthResponse(status="ok")
+
+
+@router.get("/health/ready", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
+async def ready(plane: PlaneDep) -> JSONResponse:
+    """Ready once at least one model is loaded; lists the loaded models."""
+    registry = plane.registry
+    status = "ready" if registry.ready else "not ready"
+    body = HealthResponse(status=status, models=sorted(registry.models), failed=registry.failures)
+    return JSONResponse(body.model_dump(), status_code=200 if registry.ready else 503)

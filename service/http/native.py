@@ -1,0 +1,192 @@
+"""/classify, /reconstruct, /embed: decode -> predict -> encode, with the work off the event loop."""
+
+from functools import partial
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from models import Framing
+from service.core.dataplane import Body
+from service.core.forward import CLASSIFY, EMBED, RECONSTRUCT, Classification, Floats, Operation, Reconstructions
+from service.core.pixels import Batch, Limits, decode_batch
+from service.core.repository import ServedModel
+from service.http.bodies import read_images
+from service.http.deps import InferenceContext, InferenceContextDep, ResizeQuery
+from service.http.encoding import (
+    FastJSONResponse,
+    classification_json,
+    embedding_json,
+    negotiate,
+    npy_bytes,
+    png_strip,
+    reconstruction_json,
+)
+from service.http.schemas import (
+    ClassifyResponse,
+    EmbedResponse,
+    ErrorResponse,
+    ImagesRequest,
+    ReconstructResponse,
+    error_responses,
+)
+
+router = APIRouter(tags=["inference"])
+
+PNG_EXAMPLE = "a 28x28 grayscale PNG, white digit on black"
+IMAGE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": PNG_EXAMPLE,
+                        }
+                    },
+                    "required": ["file"],
+                }
+            },
+            "image/png": {
+                "schema": {"type": "string", "format": "binary", "description": "one image as the whole body"}
+            },
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary", "description": "N x 784 uint8 pixels, row-major"}
+            },
+            "application/json": {
+                "schema": ImagesRequest.model_json_schema(),
+                "example": {
+                    "images": [[[0] * 28] * 12 + [[0] * 12 + [255] * 4 + [0] * 12] * 4 + [[0] * 28] * 12],
+                    "dtype": "uint8",
+                },
+            },
+        },
+    }
+}
+ERRORS = error_responses(
+    ErrorResponse,
+    {
+        400: "undecodable image or body",
+        404: "unknown model",
+        406: "no acceptable response type",
+        408: "request not completed within the timeout",
+        413: "body or batch too large",
+        415: "unsupported media type or image format",
+        422: "wrong size, shape or value range",
+        503: "model not loaded",
+    },
+)
+
+
+def version_header(served: ServedModel) -> dict[str, str]:
+    """Every answer names the model version that computed it, in the body where it is JSON and in this header."""
+    return {"X-Model-Version": str(served.version)}
+
+
+async def infer(request: Request, context: InferenceContext, resize: bool, operation: Operation) -> Any:
+    """Read the body and run `operation` on its images, through the core."""
+    plane, served = context.plane, context.served
+    framing = served.card.framing if resize else None
+
+    async def read() -> Body[None]:
+        kind, content = await read_images(request, plane.limits)
+        size = len(content) if isinstance(content, bytes) else sum(len(data) for _, data in content)
+        return Body(size, partial(decoded, kind, content, plane.limits, framing), inline=framing is None)
+
+    _, result = await plane.infer(served, operation, read)
+    return result
+
+
+def decoded(
+    kind: str, content: bytes | list[tuple[str, bytes]], limits: Limits, framing: Framing | None
+) -> tuple[Batch, None]:
+    return decode_batch(kind, content, limits, framing), None
+
+
+@router.post("/classify", response_model=ClassifyResponse, responses=ERRORS, openapi_extra=IMAGE_BODY)
+async def classify(
+    request: Request,
+    context: InferenceContextDep,
+    resize: ResizeQuery = False,
+    top_k: Annotated[int, Query(ge=1, le=1000, description="how many of the most probable classes to list")] = 3,
+    min_confidence: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=1,
+            description="abstain (`abstained: true`, the label still given) where the top probability is under this",
+        ),
+    ] = 0.0,
+) -> Response:
+    """Class probabilities (calibrated), top-k classes, an in-distribution flag and whether the service abstains,
+    for each image, in input order."""
+    served = context.served
+    result: Classification = await infer(request, context, resize, CLASSIFY)
+    top_k = min(top_k, len(served.class_names))
+    answer = classification_json(
+        served.name, served.version, result, served.class_names, top_k, served.error_threshold, min_confidence
+    )
+    return FastJSONResponse(answer, headers=version_header(served))
+
+
+@router.post(
+    "/reconstruct",
+    response_model=ReconstructResponse,
+    responses={
+        **ERRORS,
+        200: {
+            "content": {"image/png": {}, "application/json": {}},
+            "description": "PNG (default): 28x28, or 28 x 28N for N images side by side; header "
+            "X-Reconstruction-Error lists each image's error. JSON on Accept: application/json.",
+        },
+    },
+    openapi_extra=IMAGE_BODY,
+)
+async def reconstruct(request: Request, context: InferenceContextDep, resize: ResizeQuery = False) -> Response:
+    """The autoencoder's reconstruction of each image, as PNG or JSON pixels, with its error."""
+    media = negotiate(request.headers.get("accept"), ["image/png", "application/json"])
+    served = context.served
+    result: Reconstructions = await infer(request, context, resize, RECONSTRUCT)
+    if media == "application/json":
+        return FastJSONResponse(
+            reconstruction_json(served.name, served.version, result), headers=version_header(served)
+        )
+    errors = ",".join(f"{e:.6g}" for e in result.reconstruction_errors.tolist())
+    return Response(
+        await run_in_threadpool(png_strip, result.pixels),
+        media_type="image/png",
+        headers={"X-Reconstruction-Error": errors, "X-Image-Count": str(len(result.pixels)), **version_header(served)},
+    )
+
+
+@router.post(
+    "/embed",
+    response_model=EmbedResponse,
+    responses={
+        **ERRORS,
+        200: {
+            "content": {"application/json": {}, "application/x-npy": {}},
+            "description": "JSON by default; raw float32 (N, dim) in NumPy .npy form on Accept: application/x-npy",
+        },
+    },
+    openapi_extra=IMAGE_BODY,
+)
+async def embed(
+    request: Request,
+    context: InferenceContextDep,
+    resize: ResizeQuery = False,
+    layer: Annotated[int, Query(ge=1, le=2, description="2: the 256-d code (default); 1: the 400-d first layer")] = 2,
+) -> Response:
+    """The encoder's code for each image."""
+    media = negotiate(request.headers.get("accept"), ["application/json", "application/x-npy"])
+    served = context.served
+    embeddings: Floats = await infer(request, context, resize, EMBED[layer])
+    if media == "application/x-npy":
+        return Response(npy_bytes(embeddings), media_type="application/x-npy", headers=version_header(served))
+    return FastJSONResponse(
+        embedding_json(served.name, served.version, layer, embeddings), headers=version_header(served)
+    )
