@@ -69,20 +69,20 @@ lint: install
 
 bench: models
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk
-	$(BIN)/python bench/train_speed.py
-	$(BIN)/python bench/serve_bench.py
-	$(BIN)/python -m bench.workers_bench
-	$(BIN)/python bench/fork_memory.py
-	$(BIN)/python bench/grpc_bench.py
+	$(BIN)/python -m bench.training.train_speed
+	$(BIN)/python -m bench.serving.serve_bench
+	$(BIN)/python -m bench.serving.workers_bench
+	$(BIN)/python -m bench.serving.fork_memory
+	$(BIN)/python -m bench.serving.grpc_bench
 
-# On a machine with an NVIDIA GPU: train, check parity, serve and measure there (bench/gpu_check.py).
+# On a machine with an NVIDIA GPU: train, check parity, serve and measure there (bench/gpu/gpu_check.py).
 gpu-check: models
-	$(BIN)/python bench/gpu_check.py --device cuda --out docs/benchmarks
+	$(BIN)/python -m bench.gpu.gpu_check --device cuda --out docs/benchmarks
 
 # For a GPU machine with PyTorch but no package index: pack wheels, data and reference checkpoints into
-# .bundle/, copy the checkout there and run `sh bench/gpu_device.sh OUT_DIR`.
+# .bundle/, copy the checkout there and run `sh bench/gpu/gpu_device.sh OUT_DIR`.
 gpu-bundle: models
-	$(BIN)/python bench/gpu_bundle.py --out .bundle
+	$(BIN)/python -m bench.gpu.gpu_bundle --out .bundle
 
 clean:
 	rm -rf $(VENV) artifacts service/grpc/stubs

@@ -1,4 +1,4 @@
-"""bench/gpu_check.py, the check a GPU machine runs, as a dry run on the CPU (slow), so it cannot rot here."""
+"""bench/gpu/gpu_check.py, the check a GPU machine runs, as a dry run on the CPU (slow), so it cannot rot here."""
 
 import json
 import shutil
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def dry_run(out: Path, reference: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    command = [sys.executable, "bench/gpu_check.py", "--device", "cpu", "--quick"]
+    command = [sys.executable, "-m", "bench.gpu.gpu_check", "--device", "cpu", "--quick"]
     command += ["--out", str(out), "--reference", str(reference)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     return done, json.loads((out / "gpu.json").read_text())

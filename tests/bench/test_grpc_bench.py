@@ -1,4 +1,4 @@
-"""bench/grpc_bench.py as a smoke run of a few seconds on the trained models (slow), so that it cannot rot."""
+"""bench/serving/grpc_bench.py as a smoke run of a few seconds on the trained models (slow), so that it cannot rot."""
 
 import json
 import subprocess
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_every_cell_is_measured_and_answered_without_errors(tmp_path: Path) -> None:
     out = tmp_path / "grpc_bench.txt"
-    command = [sys.executable, "bench/grpc_bench.py", "--seconds", "0.3", "--warmup", "0.1"]
+    command = [sys.executable, "-m", "bench.serving.grpc_bench", "--seconds", "0.3", "--warmup", "0.1"]
     command += ["--artifacts", str(require_trained_artifacts().resolve()), "--out", str(out)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]

@@ -1,4 +1,4 @@
-"""The Docker engine for the deployment tests (deploy/testbed), and the figures they measure."""
+"""The Docker engine for the deployment tests (deploy/testbed), and the figures they measure, printed at the end."""
 
 import json
 import os
@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.deploy.figures import FIGURES
 from tests.deploy.project import ROOT
 
 TESTBED = ROOT / "deploy" / "testbed" / "testbed.py"
-# Filled by the deployment tests, printed at the end of the run: what a deploying user would want to know.
-FIGURES: dict[str, str] = {}
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.deploy.conftest import FIGURES
+from tests.deploy.figures import FIGURES
 from tests.deploy.project import ROOT
 from tests.servers import free_port
 from training.data import load_dataset

@@ -9,7 +9,7 @@ import torch
 from models import MNIST_FRAMING, CheckpointError, SAEConfig, StackedAutoencoder, load_checkpoint, save_checkpoint
 from models.card import FORMAT_VERSION, Framing, ModelCard
 from models.checkpoint import CARD_FILE, WEIGHTS_FILE
-from tests.conftest import make_card
+from tests.checkpoints import make_card
 
 
 def saved(tmp_path: Path) -> tuple[StackedAutoencoder, Path]:

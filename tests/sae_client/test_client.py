@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from sae_client import AsyncClient, Client, SAEError
-from tests.conftest import write_tiny_artifacts
+from tests.checkpoints import write_tiny_artifacts
+from tests.images import digit_like, png_bytes
 from tests.servers import start_server
-from tests.service.conftest import digit_like, png_bytes
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sae_client import AsyncClient, Client, SAEError
-from tests.service.conftest import digit_like, png_bytes
+from tests.images import digit_like, png_bytes
 
 PREDICTION = {
     "label": 1,

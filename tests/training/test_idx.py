@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import idx_bytes
+from tests.datasets import idx_bytes
 from training.idx import IDXError, check_split, parse_idx, read_idx_bytes
 
 

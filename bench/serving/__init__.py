@@ -1,0 +1,1 @@
+"""Serving benchmarks: sae-serve against its peers, gRPC against REST, worker processes, the load balancer."""

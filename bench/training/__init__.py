@@ -1,0 +1,1 @@
+"""Training experiments: the data path's speed, recipe searches and budgets, risk against coverage."""
