@@ -18,7 +18,7 @@ from service.core.batching import ModelBatchers
 from service.core.errors import Forbidden, NoModelLoaded, NotFound, NotReady, UndecodableInput, within_timeout
 from service.core.forward import Operation
 from service.core.pixels import Batch, Limits
-from service.core.repository import ModelRepository, Registry, ServedModel
+from service.core.repository import LoadedModels, ModelRepository, ServedModel
 from service.core.settings import Settings
 from service.core.sync import WorkerSync, watch_signals
 from service.core.telemetry import ServiceMetrics
@@ -76,9 +76,9 @@ class DataPlane:
     @asynccontextmanager
     async def serving(self) -> AsyncIterator[None]:
         """Load the models (refusing to start without one), follow the signals, and close the batchers at the end."""
-        registry = self.repository.load()
-        if not registry.ready:
-            reasons = "; ".join(f"{name}: {why}" for name, why in registry.failures.items())
+        loaded = self.repository.load()
+        if not loaded.ready:
+            reasons = "; ".join(f"{name}: {why}" for name, why in loaded.failures.items())
             reasons = reasons or f"it holds no checkpoint folder (<name>/{CARD_FILE} and <name>/{WEIGHTS_FILE})"
             log.critical("no model could be loaded from %s (%s); not starting", self.settings.artifacts_dir, reasons)
             raise NoModelLoaded(f"no model could be loaded from {self.settings.artifacts_dir}: {reasons}")
@@ -93,12 +93,12 @@ class DataPlane:
             await self.batchers.close()
 
     @property
-    def registry(self) -> Registry:
-        return self.repository.registry
+    def loaded(self) -> LoadedModels:
+        return self.repository.loaded
 
     @property
     def ready(self) -> bool:
-        return self.registry.ready
+        return self.loaded.ready
 
     # Models and versions.
 
@@ -106,14 +106,14 @@ class DataPlane:
         """The model a request names (the default model for None), at its newest loaded version or the version
         asked for, in whatever form the transport gives it."""
         chosen = self.settings.default_model if name is None else name
-        return find_model(self.registry, chosen, parse_version(version))
+        return find_model(self.loaded, chosen, parse_version(version))
 
     def server_metadata(self) -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": __version__, "extensions": list(SERVER_EXTENSIONS)}
 
     def model_metadata(self, served: ServedModel) -> dict[str, Any]:
         """The model's inputs and outputs; `versions` lists every loaded version."""
-        versions = [str(v) for v in self.registry.versions[served.name]]
+        versions = [str(v) for v in self.loaded.versions[served.name]]
         return model_metadata(served.name, versions, served.class_names, served.model.config.hidden_dims[-1])
 
     # Inference.
@@ -143,7 +143,7 @@ class DataPlane:
         """Every model and version in the repository with its state (READY or UNAVAILABLE) and why."""
         return [
             {"name": e.name, "version": str(e.version), "state": e.state, "reason": e.reason}
-            for e in self.admin(REPOSITORY_OFF).registry.index
+            for e in self.admin(REPOSITORY_OFF).loaded.index
             if e.state == "READY" or not ready_only
         ]
 
@@ -155,7 +155,7 @@ class DataPlane:
         version = repository_version(parameters, frozenset({"unload_dependents"}))
         await self.admin(REPOSITORY_OFF).unload_model(name, version)
 
-    async def reload(self) -> tuple[Registry, bool]:
+    async def reload(self) -> tuple[LoadedModels, bool]:
         """Load every model anew, in every worker; the new set replaces the old only if at least one loads."""
         repository = self.admin(RELOAD_OFF)
         fresh, swapped = await repository.reload()
@@ -163,20 +163,20 @@ class DataPlane:
         return fresh, swapped
 
 
-def find_model(registry: Registry, name: str, version: int | None = None) -> ServedModel:
+def find_model(loaded: LoadedModels, name: str, version: int | None = None) -> ServedModel:
     """The model's newest loaded version, or the version asked for."""
-    if name not in registry.models:
-        if name in registry.failures:
-            raise NotReady(f"model {name!r} is not loaded: {registry.failures[name]}")
-        known = ", ".join(registry.names) or "none"
+    if name not in loaded.models:
+        if name in loaded.failures:
+            raise NotReady(f"model {name!r} is not loaded: {loaded.failures[name]}")
+        known = ", ".join(loaded.names) or "none"
         raise NotFound(f"unknown model {name[:64]!r}; known models: {known}")
     if version is None:
-        return registry.models[name]
-    loaded = registry.versions[name]
-    if version in loaded:
-        return loaded[version]
-    reason = next((e.reason for e in registry.index if e.name == name and e.version == version), "")
-    served = ", ".join(map(str, loaded))
+        return loaded.models[name]
+    versions = loaded.versions[name]
+    if version in versions:
+        return versions[version]
+    reason = next((e.reason for e in loaded.index if e.name == name and e.version == version), "")
+    served = ", ".join(map(str, versions))
     if reason:
         raise NotReady(f"model {name!r} version {version} is not loaded: {reason}; loaded versions: {served}")
     raise NotFound(f"model {name!r} has no version {version}; loaded versions: {served}")

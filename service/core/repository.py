@@ -60,7 +60,7 @@ class IndexEntry:
 
 
 @dataclass
-class Registry:
+class LoadedModels:
     versions: dict[str, dict[int, ServedModel]] = field(default_factory=dict)  # every loaded version
     failures: dict[str, str] = field(default_factory=dict)  # models of which no version is loaded, and why
     index: list[IndexEntry] = field(default_factory=list)  # every version on disk or asked for, with its state
@@ -92,7 +92,7 @@ def model_folders(artifacts_dir: Path) -> dict[str, dict[int, Path]]:
 
 
 def card_on_disk(folder: Path | None) -> ModelCard | None:
-    """The card of a version not loaded, for its figures in /models; read once, when the registry is built."""
+    """The card of a version not loaded, for its figures in /models; read once, when the set is built."""
     try:
         return read_card(folder) if folder is not None else None
     except CheckpointError:
@@ -115,8 +115,8 @@ def load_models(
     device: torch.device,
     policies: Policies | None = None,
     plans: dict[str, Plan] | None = None,
-    reuse: Registry | None = None,
-) -> Registry:
+    reuse: LoadedModels | None = None,
+) -> LoadedModels:
     """Load the versions each model's policy and plan ask for; a version that fails is recorded with its reason,
     the others serve. Versions loaded in `reuse` from the same folder are taken from it, not read again."""
     policies = policies or Policies.parse([])
@@ -158,7 +158,7 @@ def load_models(
             failures[name] = "; ".join(asked) or (
                 "unloaded through the repository API" if plan.unloaded else "no version chosen by its policy"
             )
-    return Registry(versions, failures, index)
+    return LoadedModels(versions, failures, index)
 
 
 class ModelRepository:
@@ -177,29 +177,29 @@ class ModelRepository:
         self.artifacts_dir, self.device_choice = artifacts_dir, device_choice
         self.policies = policies or Policies.parse([])
         self.device = torch.device("cpu")  # resolved by load(), which refuses CUDA where there is none
-        self.registry = Registry()
+        self.loaded = LoadedModels()
         self.plans: dict[str, Plan] = {}
         self._lock = asyncio.Lock()
         self.workers = workers or WorkerSync(None)
 
-    def load(self) -> Registry:
+    def load(self) -> LoadedModels:
         """The first load, before the server accepts connections (a worker started later takes the changes too)."""
         self.device = resolve_device(self.device_choice)
         self.plans = self.workers.plans()
-        self.registry = load_models(self.artifacts_dir, self.device, self.policies, self.plans)
+        self.loaded = load_models(self.artifacts_dir, self.device, self.policies, self.plans)
         self.workers.applied()
-        return self.registry
+        return self.loaded
 
-    async def reload(self) -> tuple[Registry, bool]:
-        """Load every model anew off the event loop, by its policy, then swap the whole registry in one assignment.
+    async def reload(self) -> tuple[LoadedModels, bool]:
+        """Load every model anew off the event loop, by its policy, then swap the whole set in one assignment.
 
         Requests already running keep the models they started with; the next ones get the new set. If no
-        model loads, the old set stays. Returns the fresh registry and whether it was swapped in.
+        model loads, the old set stays. Returns the fresh set and whether it was swapped in.
         """
         async with self._lock:
             fresh = await asyncio.to_thread(load_models, self.artifacts_dir, self.device, self.policies)
             if fresh.ready:
-                self.registry, self.plans = fresh, {}
+                self.loaded, self.plans = fresh, {}
                 log.info("models reloaded: %s", serving(fresh))
             else:
                 log.error("reload loaded no model (%s); keeping the models already loaded", fresh.failures)
@@ -210,9 +210,9 @@ class ModelRepository:
         async with self._lock:
             self.plans = self.workers.plans()
             fresh = await asyncio.to_thread(
-                load_models, self.artifacts_dir, self.device, self.policies, self.plans, self.registry
+                load_models, self.artifacts_dir, self.device, self.policies, self.plans, self.loaded
             )
-            self.registry = fresh
+            self.loaded = fresh
             self.workers.applied()
             log.info("repository change %d applied: serving %s", self.workers.generation, serving(fresh))
 
@@ -228,10 +228,10 @@ class ModelRepository:
         plan = self.plans.get(name, Plan())
         if plan.base is not None:
             return plan
-        loaded = set() if plan.unloaded else set(self.registry.versions.get(name, {})) - plan.added
+        loaded = set() if plan.unloaded else set(self.loaded.versions.get(name, {})) - plan.added
         return Plan(plan.unloaded, set(plan.added), set(plan.removed), loaded)
 
-    async def load_model(self, name: str, version: int | None) -> Registry:
+    async def load_model(self, name: str, version: int | None) -> LoadedModels:
         """Load a model's policy versions afresh, or one version beside those loaded; the served set changes only
         if everything asked for loads."""
         async with self._lock:
@@ -241,25 +241,25 @@ class ModelRepository:
                 raise NotFound(f"model {name!r} has no version {version} in the repository; versions: {on_disk}")
             if version is None:
                 new_plan = Plan()
-                reuse = Registry({n: v for n, v in self.registry.versions.items() if n != name})
+                reuse = LoadedModels({n: v for n, v in self.loaded.versions.items() if n != name})
             else:
                 plan = self._changing(name)
                 base = set() if plan.unloaded else plan.base
                 new_plan = Plan(False, plan.added | {version}, plan.removed - {version}, base)
-                reuse = self.registry
+                reuse = self.loaded
             plans = {**self.plans, name: new_plan}
             fresh = await asyncio.to_thread(load_models, self.artifacts_dir, self.device, self.policies, plans, reuse)
             asked = [version] if version is not None else new_plan.wanted(self.policies.of(name), list(folders))
             loaded = fresh.versions.get(name, {})
             failed = [e for e in fresh.index if e.name == name and e.version in asked and e.version not in loaded]
             if failed or not asked:
-                served = sorted(self.registry.versions.get(name, {}))
+                served = sorted(self.loaded.versions.get(name, {}))
                 why = "; ".join(f"version {e.version}: {e.reason}" for e in failed) or "its policy chooses no version"
                 raise LoadFailed(f"model {name!r} not loaded ({why}); it still serves versions {served or 'none'}")
             await self._apply(plans, fresh)
             return fresh
 
-    async def unload_model(self, name: str, version: int | None) -> Registry:
+    async def unload_model(self, name: str, version: int | None) -> LoadedModels:
         """Unload every version of a model, or one; requests then get the newest version still loaded."""
         async with self._lock:
             self._known(name)
@@ -270,16 +270,16 @@ class ModelRepository:
                 new_plan = Plan(plan.unloaded, plan.added - {version}, plan.removed | {version}, plan.base)
             plans = {**self.plans, name: new_plan}
             fresh = await asyncio.to_thread(
-                load_models, self.artifacts_dir, self.device, self.policies, plans, self.registry
+                load_models, self.artifacts_dir, self.device, self.policies, plans, self.loaded
             )
             await self._apply(plans, fresh)
             return fresh
 
-    async def _apply(self, plans: dict[str, Plan], fresh: Registry) -> None:
-        self.plans, self.registry = plans, fresh
+    async def _apply(self, plans: dict[str, Plan], fresh: LoadedModels) -> None:
+        self.plans, self.loaded = plans, fresh
         log.info("repository: serving %s", serving(fresh))
         await self.workers.publish(plans)
 
 
-def serving(registry: Registry) -> str:
-    return ", ".join(f"{name} {sorted(versions)}" for name, versions in registry.versions.items()) or "none"
+def serving(loaded: LoadedModels) -> str:
+    return ", ".join(f"{name} {sorted(versions)}" for name, versions in loaded.versions.items()) or "none"

@@ -6,16 +6,16 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.core.repository import Registry
+from service.core.repository import LoadedModels
 from service.http.deps import PlaneDep
 from service.http.schemas import HealthResponse, ModelInfo, ModelsResponse, VersionInfo
 
 router = APIRouter(tags=["meta"])
 
 
-def version_infos(registry: Registry, name: str) -> list[VersionInfo]:
+def version_infos(loaded: LoadedModels, name: str) -> list[VersionInfo]:
     infos = []
-    for entry in (e for e in registry.index if e.name == name):
+    for entry in (e for e in loaded.index if e.name == name):
         card = entry.card
         infos.append(
             VersionInfo(
@@ -34,13 +34,13 @@ def version_infos(registry: Registry, name: str) -> list[VersionInfo]:
 async def list_models(plane: PlaneDep) -> ModelsResponse:
     """Every known model: loaded ones with the facts of the version requests get by default, and every version
     with its state and its card's figures; failed ones with the reason."""
-    registry = plane.registry
+    loaded = plane.loaded
     infos = []
-    for name in registry.names:
-        served = registry.models.get(name)
-        versions = version_infos(registry, name)
+    for name in loaded.names:
+        served = loaded.models.get(name)
+        versions = version_infos(loaded, name)
         if served is None:
-            error = registry.failures.get(name, "not loaded")
+            error = loaded.failures.get(name, "not loaded")
             infos.append(ModelInfo(name=name, loaded=False, error=error, versions=versions))
             continue
         card = served.card
@@ -76,8 +76,8 @@ async def list_models(plane: PlaneDep) -> ModelsResponse:
 )
 async def metrics(plane: PlaneDep) -> PlainTextResponse:
     """Requests by route, model and status, latency, batch sizes and queue waits, models loaded, process memory."""
-    registry, collected = plane.registry, plane.metrics
-    collected.set_models({name: str(m.device) for name, m in registry.models.items()}, registry.names)
+    loaded, collected = plane.loaded, plane.metrics
+    collected.set_models({name: str(m.device) for name, m in loaded.models.items()}, loaded.names)
     return PlainTextResponse(generate_latest(collected.exported()).decode(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -90,7 +90,7 @@ async def live() -> HealthResponse:
 @router.get("/health/ready", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
 async def ready(plane: PlaneDep) -> JSONResponse:
     """Ready once at least one model is loaded; lists the loaded models."""
-    registry = plane.registry
-    status = "ready" if registry.ready else "not ready"
-    body = HealthResponse(status=status, models=sorted(registry.models), failed=registry.failures)
-    return JSONResponse(body.model_dump(), status_code=200 if registry.ready else 503)
+    loaded = plane.loaded
+    status = "ready" if loaded.ready else "not ready"
+    body = HealthResponse(status=status, models=sorted(loaded.models), failed=loaded.failures)
+    return JSONResponse(body.model_dump(), status_code=200 if loaded.ready else 503)
