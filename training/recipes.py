@@ -57,11 +57,8 @@ SEED = Recipe(
 )
 
 # Adam with a one-cycle schedule converges in a fraction of SGD's epochs; one denoising epoch per
-# stage is enough pretraining. Digits gain from shifts, small rotations and light dropout: chosen on the
-# validation split (seed 0), dropout 0.1 and none on the input for 25 epochs scored 98.62% there, against
-# 97.72-98.56% for the variants tried beside it (dropout 0.05, a weight average, zoom, label smoothing,
-# elastic distortions); over 3 seeds it took the test accuracy from 98.67% (dropout 0.2, 0.1 on the input, 20
-# epochs) to 98.82%.
+# stage is enough pretraining. Digits gain from shifts, small rotations and light dropout, chosen on the
+# validation split against the variants tried beside it (docs/training.md, "How the recipes were chosen").
 DEFAULT = Recipe(
     name="default",
     optimizer="adamw",
@@ -81,9 +78,8 @@ DEFAULT = Recipe(
 
 # Garments, within the same time budget, lose accuracy to dropout, shifts, mirroring and masking noise: the
 # net is short of updates, not of data. Smaller batches and a moving average of the weights serve them
-# better. Label smoothing 0.1 with decoupled weight decay 0.1 scored best on the validation split (seed 0:
-# 90.62%, against 90.26% without them), but over 3 seeds it gained 0.07 points of test accuracy (90.07 ±
-# 0.08%) and left the calibrated test ECE at 2.02% (0.78% without): over the 1.5% goal, so not taken.
+# better. Label smoothing with weight decay scored best on the validation split but left the calibrated ECE
+# over its goal, so it is not taken (docs/training.md).
 DEFAULT_FASHION = replace(
     DEFAULT,
     finetune_lr=2e-3,
@@ -98,9 +94,8 @@ DEFAULT_FASHION = replace(
 )
 
 # No time cap (at most 15 minutes a data set on 2 CPU cores): many more epochs of distorted digits, as Simard
-# et al. (2003) trained an MLP to 99.3% with affine and elastic distortions, and a moving average of the weights.
-# Measured (seed 0, this project's machine): 98.92% in 235 s. With the earlier default's dropout and 60 epochs,
-# 98.63%; distilling a 16-channel teacher (10 epochs) into it, 98.83% in 376 s: no gain, so no teacher here.
+# et al. (2003) trained an MLP with affine and elastic distortions, and a moving average of the weights. A
+# distilled teacher gained nothing here (docs/training.md), so there is none.
 BEST = replace(
     DEFAULT,
     name="best",
@@ -114,11 +109,9 @@ BEST = replace(
     ema_decay=0.999,
 )
 
-# Garments: more epochs with random erasing and mirror images gained nothing alone (89.94 ± 0.19% over 3 seeds).
-# Distillation does: a small CNN teacher (32 and 64 channels, 15 epochs, about 93% on its own) trained first on
-# the same augmented images, then 70% of the fine-tuning loss is the KL divergence to its predictions softened
-# at temperature 4. Measured on an H200 (seed 0): 90.59%; teacher learning rates, weights and temperatures
-# tried beside it scored 90.18-90.48%.
+# Garments: more epochs with random erasing and mirror images gained nothing alone. Distillation does: a small
+# CNN teacher (32 and 64 channels, 15 epochs) trained first on the same augmented images, then 70% of the
+# fine-tuning loss is the KL divergence to its predictions softened at temperature 4 (docs/training.md).
 BEST_FASHION = replace(
     DEFAULT_FASHION,
     name="best",

@@ -31,7 +31,10 @@ class Settings(BaseSettings):
     grpc_port: int = Field(
         8001, ge=0, le=65535, description="TCP port of the gRPC Open Inference Protocol (Triton's default); 0: off"
     )
-    artifacts_dir: Path = Field(Path("artifacts"), description="folder holding <model>/card.json checkpoints")
+    artifacts_dir: Path = Field(
+        Path("artifacts"),
+        description="the model repository: <model>/<version>/ checkpoint folders (card.json, weights)",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU")
     default_model: str = Field("mnist", description="model used when a request names none")
     max_upload_bytes: int = Field(8 * 1024 * 1024, gt=0, description="largest request body accepted")
