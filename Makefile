@@ -5,17 +5,21 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The versions this project is tested with; pyproject.toml admits a range around them.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# Every package `make install` installs, pinned with its hashes; `make lock` writes it.
+LOCK := requirements.lock
 # The gRPC stubs, generated from the proto by grpcio-tools (the `stubs` extra), never committed.
 PROTO := proto/grpc_predict_v2.proto
 STUBS := service/grpc/stubs/grpc_predict_v2_pb2.py
 
-.PHONY: install stubs data models run system-deps test test-fast test-deploy testbed-up testbed-down lint bench gpu-check gpu-bundle clean
+.PHONY: install lock stubs data models run system-deps test test-fast test-deploy testbed-up testbed-down lint bench gpu-check gpu-bundle clean
 
-$(STAMP): pyproject.toml
+# pip, not uv, installs: it reads pip's configuration, which may name local copies of the wheels. The project itself
+# goes in editable, its dependencies being the lock's.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet $(TORCH_PINS)
-	$(BIN)/pip install --quiet -e '.[train,dev,bench,stubs]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 $(STUBS): $(PROTO) proto/generate.sh $(STAMP)
@@ -24,6 +28,12 @@ $(STUBS): $(PROTO) proto/generate.sh $(STAMP)
 stubs: $(STUBS)
 
 install: $(STAMP) $(STUBS)
+
+# Re-resolve the project and all its extras to the newest versions pyproject.toml admits, PyTorch at TORCH_PINS, for
+# this Python; then `make test`, and commit the lock with the change that needed it.
+lock: $(STAMP)
+	printf '%s\n' $(TORCH_PINS) | $(BIN)/uv pip compile --quiet --upgrade --all-extras --generate-hashes \
+		--python $(BIN)/python --constraint - --custom-compile-command 'make lock' pyproject.toml -o $(LOCK)
 
 # As root, a machine whose apt package lists were never fetched gets them when Fashion-MNIST needs them.
 data: install

@@ -2,7 +2,6 @@
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -15,6 +14,7 @@ from training.evaluate import evaluate
 from training.recipes import RECIPES, recipe_for
 from training.report import write_plots
 from training.schemes import SCHEMES
+from training.settings import TrainingSettings
 from training.train import TrainResult, train
 
 
@@ -53,15 +53,10 @@ def _train_one(args: argparse.Namespace, name: str, scheme: str) -> TrainResult:
     )
 
 
-def default_artifacts_dir() -> Path:
-    """The folder `sae-serve` loads from: $SAE_ARTIFACTS_DIR, as the service reads it, or ./artifacts."""
-    return Path(os.environ.get("SAE_ARTIFACTS_DIR", "artifacts"))
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     out = args.out
     if out is None:
-        out = Path(tempfile.mkdtemp(prefix="sae-dry-run-")) if args.dry_run else default_artifacts_dir()
+        out = Path(tempfile.mkdtemp(prefix="sae-dry-run-")) if args.dry_run else args.artifacts_dir
     for name in _datasets(args.dataset):
         directory = out / name
         if args.if_missing:
@@ -158,9 +153,13 @@ def cmd_ablation(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    settings = TrainingSettings()  # the environment's defaults, read once for the whole command
     parser = argparse.ArgumentParser(prog="sae-train", description=__doc__)
     parser.add_argument(
-        "--data-dir", type=Path, default=None, help="where the data sets live (default: $SAE_DATA_DIR or ./data)"
+        "--data-dir",
+        type=Path,
+        default=settings.data_dir,
+        help="where the data sets live (default: $SAE_DATA_DIR or ./data)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -199,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--if-missing", action="store_true", help="skip data sets whose newest version is present and verifies"
     )
-    p.set_defaults(func=cmd_train)
+    # Without --out: the folder `sae-serve` loads from, read from the same variable.
+    p.set_defaults(func=cmd_train, artifacts_dir=settings.artifacts_dir)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on its data set's test split")
     p.add_argument(

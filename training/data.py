@@ -1,7 +1,6 @@
 """The two data sets: where to get them, how to check them, and loading them whole into memory."""
 
 import hashlib
-import os
 import shutil
 import subprocess
 import tempfile
@@ -13,6 +12,7 @@ import torch
 
 from models import FULL_FRAME, MNIST_FRAMING, Framing
 from training.idx import IDXError, check_split, parse_idx, read_idx_bytes
+from training.settings import TrainingSettings
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -86,7 +86,8 @@ class Dataset:
 
 
 def default_data_dir() -> Path:
-    return Path(os.environ.get("SAE_DATA_DIR", "data"))
+    """$SAE_DATA_DIR, or ./data."""
+    return TrainingSettings().data_dir
 
 
 def md5_hex(data: bytes) -> str:

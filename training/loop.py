@@ -35,29 +35,37 @@ def make_optimizer(parameters: Iterable[nn.Parameter], recipe: Recipe, lr: float
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
 
 
+@dataclass(frozen=True)
+class StageConfig:
+    """How one stage trains; what it trains and on which rows are run_stage's other arguments."""
+
+    name: str  # in the progress lines and the card's provenance
+    epochs: int
+    lr: float  # the peak of the one-cycle schedule, when the recipe has one
+    recipe: Recipe  # optimizer, weight decay, batch size and schedule
+    max_batches: int | None = None  # per epoch: the dry run's cap
+    ema_decay: float = 0.0  # 0: no moving average
+
+
 def run_stage(
-    name: str,
+    config: StageConfig,
     parameters: Iterable[nn.Parameter],
     step: BatchStep,
     num_examples: int,
-    epochs: int,
-    lr: float,
-    recipe: Recipe,
     generator: torch.Generator,
     device: torch.device,
-    max_batches: int | None = None,
-    ema_decay: float = 0.0,
 ) -> StageHistory:
-    """Train `parameters` for `epochs` passes over shuffled batches, `step` giving each batch's loss.
+    """Train `parameters` for `config.epochs` passes over shuffled batches, `step` giving each batch's loss.
 
-    With `ema_decay`, the parameters end as the exponential moving average of their values after each step.
+    With `config.ema_decay`, the parameters end as the exponential moving average of their values after each step.
     """
+    name, epochs, lr, recipe, ema_decay = config.name, config.epochs, config.lr, config.recipe, config.ema_decay
     params = list(parameters)
     optimizer = make_optimizer(params, recipe, lr)
     averages = [p.detach().clone() for p in params] if ema_decay else []
     batches = math.ceil(num_examples / recipe.batch_size)
-    if max_batches is not None:
-        batches = min(batches, max_batches)
+    if config.max_batches is not None:
+        batches = min(batches, config.max_batches)
     scheduler = (
         torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * batches, pct_start=0.2)
         if recipe.schedule == "onecycle"

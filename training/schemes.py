@@ -8,7 +8,7 @@ from torch import nn
 
 from models import StackedAutoencoder
 from training.augment import augment
-from training.loop import BatchStep, StageHistory, run_stage
+from training.loop import BatchStep, StageConfig, StageHistory, run_stage
 from training.recipes import Recipe
 from training.teacher import distillation_loss
 
@@ -16,20 +16,11 @@ SCHEMES = ("greedy", "end-to-end", "none")
 
 
 def train_modules(
-    name: str,
-    modules: Iterable[nn.Module],
-    step: BatchStep,
-    x: torch.Tensor,
-    epochs: int,
-    lr: float,
-    recipe: Recipe,
-    generator: torch.Generator,
-    max_batches: int | None = None,
-    ema_decay: float = 0.0,
+    config: StageConfig, modules: Iterable[nn.Module], step: BatchStep, x: torch.Tensor, generator: torch.Generator
 ) -> StageHistory:
     """One stage over the rows of `x`, training the parameters of `modules` and nothing else."""
     parameters = [p for module in modules for p in module.parameters()]
-    return run_stage(name, parameters, step, len(x), epochs, lr, recipe, generator, x.device, max_batches, ema_decay)
+    return run_stage(config, parameters, step, len(x), generator, x.device)
 
 
 def autoencoder_stage(
@@ -54,7 +45,8 @@ def autoencoder_stage(
 
     model.train()
     name = f"pretrain {'-'.join(str(w) for w in model.config.widths[: depth + 1])}"
-    return train_modules(name, layers, step, x, epochs, recipe.pretrain_lr, recipe, generator, max_batches)
+    config = StageConfig(name, epochs, recipe.pretrain_lr, recipe, max_batches=max_batches)
+    return train_modules(config, layers, step, x, generator)
 
 
 def refit_decoders(
@@ -77,11 +69,8 @@ def refit_decoders(
         return F.mse_loss(model.decode(code), clean), None
 
     model.eval()  # no dropout in the frozen encoders; the decoders have none
-    return [
-        train_modules(
-            "refit decoders", model.decoders, step, x, epochs, recipe.pretrain_lr, recipe, generator, max_batches
-        )
-    ]
+    config = StageConfig("refit decoders", epochs, recipe.pretrain_lr, recipe, max_batches=max_batches)
+    return [train_modules(config, model.decoders, step, x, generator)]
 
 
 def pretrain(
@@ -139,17 +128,10 @@ def finetune(
         return loss, (log_probs.argmax(1) == target).sum()
 
     model.train()
-    history = train_modules(
-        "fine-tune",
-        [*model.encoders, model.head],
-        step,
-        x,
-        recipe.finetune_epochs if epochs is None else epochs,
-        recipe.finetune_lr,
-        recipe,
-        generator,
-        max_batches,
-        recipe.ema_decay,
+    epochs = recipe.finetune_epochs if epochs is None else epochs
+    config = StageConfig(
+        "fine-tune", epochs, recipe.finetune_lr, recipe, max_batches=max_batches, ema_decay=recipe.ema_decay
     )
+    history = train_modules(config, [*model.encoders, model.head], step, x, generator)
     model.eval()
     return history

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.augment import augment
-from training.loop import StageHistory, run_stage
+from training.loop import StageConfig, StageHistory, run_stage
 from training.recipes import Recipe
 
 
@@ -50,10 +50,8 @@ def train_teacher(
         return F.cross_entropy(logits, target), (logits.argmax(1) == target).sum()
 
     teacher.train()
-    history = run_stage(
-        "teacher", teacher.parameters(), step, len(x), recipe.teacher_epochs, recipe.teacher_lr, recipe, generator,
-        x.device, max_batches,
-    )  # fmt: skip
+    config = StageConfig("teacher", recipe.teacher_epochs, recipe.teacher_lr, recipe, max_batches=max_batches)
+    history = run_stage(config, teacher.parameters(), step, len(x), generator, x.device)
     teacher.eval()
     return teacher, history
 

@@ -1,15 +1,11 @@
-"""bench/recipe_sweep.py: its variants and one run, in-process on the tiny data set."""
+"""bench/training/recipe_sweep.py: its variants and one run, in-process on the tiny data set."""
 
 import random
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
-
-import recipe_sweep  # noqa: E402
+from bench.training import recipe_sweep
 
 
 @pytest.mark.parametrize("grid", list(recipe_sweep.GRIDS))

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.loop import run_stage
+from training.loop import StageConfig, run_stage
 from training.recipes import SEED
 from training.schemes import classification_loss
 
@@ -17,7 +17,8 @@ def test_ema_leaves_the_moving_average_of_the_weights() -> None:
         return -weight.sum(), None  # gradient -1: plain SGD at lr 1 moves the weight to 1, 2, 3
 
     recipe = replace(SEED, batch_size=1)
-    run_stage("toy", [weight], step, 3, 1, 1.0, recipe, torch.Generator(), torch.device("cpu"), ema_decay=0.5)
+    config = StageConfig("toy", epochs=1, lr=1.0, recipe=recipe, ema_decay=0.5)
+    run_stage(config, [weight], step, 3, torch.Generator(), torch.device("cpu"))
     assert weight.item() == pytest.approx(2.125)  # 0 -> 0.5 -> 1.25 -> 2.125
 
 
