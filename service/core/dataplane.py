@@ -63,7 +63,8 @@ class DataPlane:
             settings.artifacts_dir,
             settings.device,
             Policies.parse(settings.version_policy),
-            WorkerSync.from_settings(settings),
+            # As the supervisor set it up for its workers; a process of its own shares nothing.
+            WorkerSync(settings.repository_state, max(1, settings.workers), settings.supervisor_pid),
         )
         self.batchers = self._batchers()
 

@@ -6,7 +6,7 @@ applies the plans and notes the change's number beside the file, and the first w
 worker has. A worker started later (a replacement) reads the file at start. A reload (SIGHUP) drops the
 changes: the supervisor removes the file before it signals the workers. With one process there is no file
 and nothing to share. The supervisor and its environment are service.workers'; what a worker knows of them
-comes from its Settings.
+comes from its Settings (service.core.dataplane makes its WorkerSync).
 """
 
 import asyncio
@@ -20,7 +20,6 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from service.core.settings import Settings
 from service.core.versions import Plan
 
 log = logging.getLogger("sae_serve")
@@ -34,11 +33,6 @@ class WorkerSync:
         self.workers = workers
         self.supervisor_pid = supervisor_pid
         self.generation = 0  # the number of the last change this worker applied
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "WorkerSync":
-        """As the supervisor set it up for its workers; a process of its own shares nothing."""
-        return cls(settings.repository_state, max(1, settings.workers), settings.supervisor_pid)
 
     @property
     def shared(self) -> bool:
