@@ -25,10 +25,20 @@ BOUNDARY = "saebenchboundary"
 MULTIPART_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
 
 
+# Ports this process handed out: the kernel may give the same free port to two asks in a row, and a server given
+# one port for HTTP and the same for gRPC would not start.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on now, and one this process has not handed out before."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def png_bytes(pixels: "np.ndarray") -> bytes:

@@ -1,4 +1,5 @@
-"""docs/settings.md, generated from `service.core.settings.Settings`: one row a setting, so the page cannot drift.
+"""docs/settings.md, generated from the service's `Settings` and training's `TrainingSettings`: one row a setting,
+so the page cannot drift.
 
     .venv/bin/python docs/settings_table.py           # rewrite docs/settings.md
     .venv/bin/python docs/settings_table.py --check   # exit 1 if docs/settings.md differs
@@ -18,6 +19,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
 from service.core.settings import Settings
+from training.settings import TrainingSettings
 
 PAGE = Path(__file__).resolve().parent / "settings.md"
 INTRO = """\
@@ -26,12 +28,20 @@ INTRO = """\
 [README](../README.md) · [HTTP API](api.md) · [protocols](protocols.md) · [deployment](deployment.md) ·
 [operations](operations.md)
 
-`sae-serve` reads its settings from environment variables (and from a `.env` file in the folder it starts
-in), each named `SAE_` and the setting's name; the service refuses to start when one does not parse, saying
-which. Lists are comma-separated: `SAE_API_KEYS=key-one,key-two`.
+`sae-serve` and `sae-train` read their settings from environment variables (and from a `.env` file in the
+folder they start in), each named `SAE_` and the setting's name; the service refuses to start when one does not
+parse, saying which. Lists are comma-separated: `SAE_API_KEYS=key-one,key-two`.
 
-<!-- Generated from service/core/settings.py by `.venv/bin/python docs/settings_table.py`; edit the descriptions
-there. A test fails when this page and the settings differ. -->
+<!-- Generated from service/core/settings.py and training/settings.py by `.venv/bin/python docs/settings_table.py`;
+edit the descriptions there. A test fails when this page and the settings differ. -->
+
+## sae-serve
+
+"""
+TRAINING = """
+## sae-train
+
+Its command-line flags (`.venv/bin/sae-train --help`) take their defaults from these.
 
 """
 
@@ -101,8 +111,8 @@ def render_table(settings: type[BaseSettings] = Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_page(settings: type[BaseSettings] = Settings) -> str:
-    return INTRO + render_table(settings)
+def render_page() -> str:
+    return INTRO + render_table(Settings) + TRAINING + render_table(TrainingSettings)
 
 
 def main() -> None:

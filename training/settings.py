@@ -7,7 +7,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class TrainingSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SAE_", extra="ignore")
+    # The same sources as the service's Settings, so that both agree on the folders they share.
+    model_config = SettingsConfigDict(env_prefix="SAE_", env_file=".env", extra="ignore")
 
     data_dir: Path = Field(Path("data"), description="folder holding <dataset>/ with the four IDX files")
     artifacts_dir: Path = Field(

@@ -18,9 +18,8 @@ from service.core.batching import ModelBatchers
 from service.core.errors import Forbidden, NoModelLoaded, NotFound, NotReady, UndecodableInput, within_timeout
 from service.core.forward import Operation
 from service.core.pixels import Batch, Limits
-from service.core.repository import LoadedModels, ModelRepository, ServedModel
+from service.core.repository import LoadedModels, ModelRepository, Peers, ServedModel
 from service.core.settings import Settings
-from service.core.sync import WorkerSync, watch_signals
 from service.core.telemetry import ServiceMetrics
 from service.core.tensors import model_metadata
 from service.core.timing import timed_decode
@@ -49,7 +48,7 @@ class Body(Generic[Parsed]):
 class DataPlane:
     """The models, their batchers, limits and metrics of one process, and every operation on them."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, peers: Peers | None = None) -> None:
         self.settings = settings
         self.limits = Limits(
             settings.max_upload_bytes,
@@ -63,35 +62,37 @@ class DataPlane:
             settings.artifacts_dir,
             settings.device,
             Policies.parse(settings.version_policy),
-            # As the supervisor set it up for its workers; a process of its own shares nothing.
-            WorkerSync(settings.repository_state, max(1, settings.workers), settings.supervisor_pid),
+            peers,
         )
-        self.batchers = self._batchers()
-
-    def _batchers(self) -> ModelBatchers:
-        wait_s = self.settings.batch_max_wait_ms / 1000
-        return ModelBatchers(self.settings.batch_max_images, wait_s, self.metrics.batch_observer)
+        self._batchers: ModelBatchers | None = None  # while serving
 
     # The process's life: load, serve, stop.
 
     @asynccontextmanager
     async def serving(self) -> AsyncIterator[None]:
-        """Load the models (refusing to start without one), follow the signals, and close the batchers at the end."""
+        """Load the models (refusing to start without one) and batch their forwards until the block ends."""
         loaded = self.repository.load()
         if not loaded.ready:
             reasons = "; ".join(f"{name}: {why}" for name, why in loaded.failures.items())
             reasons = reasons or f"it holds no checkpoint folder (<name>/{CARD_FILE} and <name>/{WEIGHTS_FILE})"
             log.critical("no model could be loaded from %s (%s); not starting", self.settings.artifacts_dir, reasons)
             raise NoModelLoaded(f"no model could be loaded from {self.settings.artifacts_dir}: {reasons}")
-        self.batchers = self._batchers()  # afresh: a lifespan run again must not find the last one's closed
-        workers = self.repository.workers
-        watch_signals(
-            self.repository.reload, self.repository.sync, self.settings.reload_on_sighup, workers.state_file is not None
-        )
+        wait_s = self.settings.batch_max_wait_ms / 1000
+        batchers = ModelBatchers(self.settings.batch_max_images, wait_s, self.metrics.batch_observer)
+        # A lifespan run inside another (a test client inside a test client) serves with its own batchers, and
+        # hands the outer one's back when it ends.
+        outer, self._batchers = self._batchers, batchers
         try:
             yield
         finally:
-            await self.batchers.close()
+            await batchers.close()
+            self._batchers = outer
+
+    @property
+    def batchers(self) -> ModelBatchers:
+        if self._batchers is None:
+            raise RuntimeError("the data plane is not serving: run it inside `async with plane.serving()`")
+        return self._batchers
 
     @property
     def loaded(self) -> LoadedModels:
@@ -134,33 +135,39 @@ class DataPlane:
 
     # The model repository: admin actions, off unless API keys are set.
 
-    def admin(self, refusal: str) -> ModelRepository:
-        """The repository, for an admin action; 403, saying `refusal`, unless API keys are set."""
+    def admin(self, refusal: str) -> "RepositoryAdmin":
+        """The admin actions on the repository; 403, saying `refusal`, unless API keys are set. Every transport
+        takes them from here, before it reads anything else of the request."""
         if not self.settings.api_keys:
             raise Forbidden(refusal)
-        return self.repository
+        return RepositoryAdmin(self.repository)
 
-    def repository_index(self, ready_only: bool) -> list[dict[str, str]]:
+
+class RepositoryAdmin:
+    """What an admin may do with the model repository (Triton's repository extension, and reloading)."""
+
+    def __init__(self, repository: ModelRepository) -> None:
+        self.repository = repository
+
+    def index(self, ready_only: bool) -> list[dict[str, str]]:
         """Every model and version in the repository with its state (READY or UNAVAILABLE) and why."""
         return [
             {"name": e.name, "version": str(e.version), "state": e.state, "reason": e.reason}
-            for e in self.admin(REPOSITORY_OFF).loaded.index
+            for e in self.repository.loaded.index
             if e.state == "READY" or not ready_only
         ]
 
-    async def load_model(self, name: str, parameters: dict[str, Any]) -> None:
-        await self.admin(REPOSITORY_OFF).load_model(name, repository_version(parameters))
+    async def load(self, name: str, parameters: dict[str, Any]) -> None:
+        await self.repository.load_model(name, repository_version(parameters))
 
-    async def unload_model(self, name: str, parameters: dict[str, Any]) -> None:
+    async def unload(self, name: str, parameters: dict[str, Any]) -> None:
         # tritonclient always sends unload_dependents; a model here has none.
-        version = repository_version(parameters, frozenset({"unload_dependents"}))
-        await self.admin(REPOSITORY_OFF).unload_model(name, version)
+        await self.repository.unload_model(name, repository_version(parameters, frozenset({"unload_dependents"})))
 
     async def reload(self) -> tuple[LoadedModels, bool]:
         """Load every model anew, in every worker; the new set replaces the old only if at least one loads."""
-        repository = self.admin(RELOAD_OFF)
-        fresh, swapped = await repository.reload()
-        repository.workers.reload_all()  # the supervisor asks every worker, this one included, to reload
+        fresh, swapped = await self.repository.reload()
+        self.repository.peers.reload_all()  # the supervisor asks every worker, this one included, to reload
         return fresh, swapped
 
 
@@ -184,8 +191,12 @@ def find_model(loaded: LoadedModels, name: str, version: int | None = None) -> S
 
 
 def repository_version(parameters: dict[str, Any], ignored: frozenset[str] = frozenset()) -> int | None:
-    """The one parameter of a load or unload, `version`; `ignored` names parameters taken and left unused."""
+    """The one parameter of a load or unload, `version` (absent: the whole model); `ignored` names parameters
+    taken and left unused."""
     unknown = sorted(set(parameters) - {"version"} - ignored)
     if unknown:
         raise UndecodableInput(f"unknown parameters {unknown}; the one parameter is 'version'")
-    return parse_version(parameters.get("version"))
+    version = parameters.get("version")
+    if version == "":  # a version left blank is a mistake, not the whole model: unloading that is no typo's job
+        raise UndecodableInput("parameter 'version' is empty; give a version number, or leave the parameter out")
+    return parse_version(version)

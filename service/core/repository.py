@@ -19,14 +19,13 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 
 from models import CheckpointError, ModelCard, StackedAutoencoder, load_checkpoint, resolve_device
 from models.checkpoint import checkpoint_versions, read_card
 from service.core.errors import LoadFailed, NotFound
-from service.core.sync import WorkerSync
 from service.core.versions import Plan, Policies
 
 log = logging.getLogger("sae_serve")
@@ -161,18 +160,59 @@ def load_models(
     return LoadedModels(versions, failures, index)
 
 
+class Peers(Protocol):
+    """The other worker processes of this server, which apply every repository change and reload too
+    (service.workers.sync); a process serving alone has none."""
+
+    generation: int  # the number of the last change this process applied
+
+    def plans(self) -> dict[str, Plan]:
+        """The plans every process is to serve, as last published."""
+        ...
+
+    def applied(self) -> None:
+        """Note that this process serves the plans of change `generation`."""
+        ...
+
+    async def publish(self, plans: dict[str, Plan]) -> None:
+        """Have every other process apply these plans, and wait until each has."""
+        ...
+
+    def reload_all(self) -> None:
+        """Have every other process reload its models too."""
+        ...
+
+
+class NoPeers:
+    """A process serving alone: nothing to share."""
+
+    generation = 0
+
+    def plans(self) -> dict[str, Plan]:
+        return {}
+
+    def applied(self) -> None:
+        return None
+
+    async def publish(self, plans: dict[str, Plan]) -> None:
+        return None
+
+    def reload_all(self) -> None:
+        return None
+
+
 class ModelRepository:
     """The models being served and how to load them again: the one object that owns them.
 
-    With several workers, a repository change made in one worker reaches the others through
-    service.core.sync, and is answered once every worker has applied it."""
+    With several workers, a repository change made in one worker reaches the others through its peers
+    (service.workers.sync), and is answered once every worker has applied it."""
 
     def __init__(
         self,
         artifacts_dir: Path,
         device_choice: str,
         policies: Policies | None = None,
-        workers: WorkerSync | None = None,
+        peers: Peers | None = None,
     ) -> None:
         self.artifacts_dir, self.device_choice = artifacts_dir, device_choice
         self.policies = policies or Policies.parse([])
@@ -180,14 +220,14 @@ class ModelRepository:
         self.loaded = LoadedModels()
         self.plans: dict[str, Plan] = {}
         self._lock = asyncio.Lock()
-        self.workers = workers or WorkerSync(None)
+        self.peers: Peers = peers or NoPeers()
 
     def load(self) -> LoadedModels:
         """The first load, before the server accepts connections (a worker started later takes the changes too)."""
         self.device = resolve_device(self.device_choice)
-        self.plans = self.workers.plans()
+        self.plans = self.peers.plans()
         self.loaded = load_models(self.artifacts_dir, self.device, self.policies, self.plans)
-        self.workers.applied()
+        self.peers.applied()
         return self.loaded
 
     async def reload(self) -> tuple[LoadedModels, bool]:
@@ -208,13 +248,13 @@ class ModelRepository:
     async def sync(self) -> None:
         """Apply the repository changes another worker made (SIGUSR1), reading only the versions that changed."""
         async with self._lock:
-            self.plans = self.workers.plans()
+            self.plans = self.peers.plans()
             fresh = await asyncio.to_thread(
                 load_models, self.artifacts_dir, self.device, self.policies, self.plans, self.loaded
             )
             self.loaded = fresh
-            self.workers.applied()
-            log.info("repository change %d applied: serving %s", self.workers.generation, serving(fresh))
+            self.peers.applied()
+            log.info("repository change %d applied: serving %s", self.peers.generation, serving(fresh))
 
     def _known(self, name: str) -> dict[int, Path]:
         folders = model_folders(self.artifacts_dir)
@@ -278,7 +318,7 @@ class ModelRepository:
     async def _apply(self, plans: dict[str, Plan], fresh: LoadedModels) -> None:
         self.plans, self.loaded = plans, fresh
         log.info("repository: serving %s", serving(fresh))
-        await self.workers.publish(plans)
+        await self.peers.publish(plans)
 
 
 def serving(loaded: LoadedModels) -> str:

@@ -4,7 +4,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     )
     metrics_dir: Path | None = Field(
         None,
-        validation_alias=METRICS_DIR_ENV,
+        validation_alias=AliasChoices(METRICS_DIR_ENV, "metrics_dir"),
         json_schema_extra=INTERNAL,
         description="set by sae-serve for its workers: where every worker writes its Prometheus metrics",
     )

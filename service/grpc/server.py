@@ -1,7 +1,7 @@
 """A worker's gRPC server on SAE_HOST:SAE_GRPC_PORT, started in the app's lifespan on its event loop: the Open
-Inference Protocol (service/grpc_inference.py), the standard health service and server reflection.
+Inference Protocol (service/grpc/servicer.py), the standard health service and server reflection.
 
-Only a worker imports grpc (service/server.py imports this module inside the lifespan): the supervisor forks its
+Only a worker imports grpc (service/app.py imports this module inside the lifespan): the supervisor forks its
 workers, and gRPC's core must not be initialised in a process that forks. Several workers each bind the same
 port with SO_REUSEPORT, and the kernel spreads the connections among them.
 

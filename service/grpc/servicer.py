@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 from numpy.typing import NDArray
 
-from service.core.dataplane import Body, DataPlane
+from service.core.dataplane import REPOSITORY_OFF, Body, DataPlane
 from service.core.errors import UndecodableInput
 from service.core.forward import ALL_OUTPUTS, AllOutputs
 from service.core.pixels import Batch, Limits
@@ -139,19 +139,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # service/http/repository.py serve it: admin only, and a `version` parameter loads or unloads one version.
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Context) -> pb.RepositoryIndexResponse:
-        entries = self.plane.repository_index(request.ready)
+        entries = self.plane.admin(REPOSITORY_OFF).index(request.ready)
         return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**e) for e in entries])
 
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Context
     ) -> pb.RepositoryModelLoadResponse:
-        await self.plane.load_model(request.model_name, parameters(request.parameters))
+        await self.plane.admin(REPOSITORY_OFF).load(request.model_name, parameters(request.parameters))
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: Context
     ) -> pb.RepositoryModelUnloadResponse:
-        await self.plane.unload_model(request.model_name, parameters(request.parameters))
+        await self.plane.admin(REPOSITORY_OFF).unload(request.model_name, parameters(request.parameters))
         return pb.RepositoryModelUnloadResponse()
 
 

@@ -18,7 +18,7 @@ def attach(app: FastAPI, plane: DataPlane) -> None:
 
 
 def plane_of(request: Request) -> DataPlane:
-    """The data plane the app was made with (service.http.app)."""
+    """The data plane the app was made with (service.http.rest_app)."""
     plane: DataPlane = request.app.state.plane
     return plane
 

@@ -12,16 +12,11 @@ from fastapi.responses import JSONResponse
 from service.core.dataplane import Body
 from service.core.forward import ALL_OUTPUTS
 from service.core.pixels import Batch
-from service.core.tensors import (
-    HEADER_LENGTH,
-    INPUT_NAME,
-    InferRequest,
-    encode_infer_response,
-    parse_infer_request,
-)
+from service.core.tensors import INPUT_NAME
 from service.http.bodies import read_body
 from service.http.deps import PlaneDep, served_model
 from service.http.errors import PROTOCOL_PREFIX
+from service.http.oip_codec import HEADER_LENGTH, InferRequest, encode_infer_response, parse_infer_request
 from service.http.schemas import ProtocolErrorResponse, error_responses
 
 ERRORS = error_responses(

@@ -57,19 +57,19 @@ def parameters(body: dict[str, Any]) -> dict[str, Any]:
 async def repository_index(request: Request, plane: PlaneDep) -> JSONResponse:
     """Every model and version in the repository with its state (READY or UNAVAILABLE) and why.
     `{"ready": true}` lists only the ready ones."""
-    plane.admin(REPOSITORY_OFF)
+    admin = plane.admin(REPOSITORY_OFF)
     ready = (await json_body(request)).get("ready", False)
     if not isinstance(ready, bool):
         raise UndecodableInput('"ready" must be true or false')
-    return JSONResponse(plane.repository_index(ready))
+    return JSONResponse(admin.index(ready))
 
 
 @router.post("/models/{name}/load")
 async def load_model(request: Request, plane: PlaneDep, name: str) -> JSONResponse:
     """Load the model's policy versions afresh, or with `{"parameters": {"version": V}}` version V beside the
     others. If anything asked for fails to load, nothing served changes and the answer says why."""
-    plane.admin(REPOSITORY_OFF)
-    await plane.load_model(name, parameters(await json_body(request)))
+    admin = plane.admin(REPOSITORY_OFF)
+    await admin.load(name, parameters(await json_body(request)))
     return JSONResponse({})
 
 
@@ -77,6 +77,6 @@ async def load_model(request: Request, plane: PlaneDep, name: str) -> JSONRespon
 async def unload_model(request: Request, plane: PlaneDep, name: str) -> JSONResponse:
     """Unload every version of the model, or with `{"parameters": {"version": V}}` only V: requests that name no
     version then get the newest version still loaded (unloading the newest rolls back)."""
-    plane.admin(REPOSITORY_OFF)
-    await plane.unload_model(name, parameters(await json_body(request)))
+    admin = plane.admin(REPOSITORY_OFF)
+    await admin.unload(name, parameters(await json_body(request)))
     return JSONResponse({})

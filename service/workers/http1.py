@@ -13,15 +13,13 @@ waits for more than that.
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
-
-from service.workers.uvicorn_internals import CycleTransportProtocol, response_started
+from service.workers.uvicorn_internals import Cycle, CycleTransportProtocol, response_started
 
 
 class HeadWithBody:
     """A response cycle's transport, holding the head back until the body's first write."""
 
-    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle, loop: asyncio.AbstractEventLoop):
+    def __init__(self, transport: asyncio.Transport, cycle: Cycle, loop: asyncio.AbstractEventLoop):
         self._transport = transport
         self._cycle = cycle
         self._loop = loop
@@ -56,5 +54,7 @@ class HeadWithBody:
 class OneWriteHttpToolsProtocol(CycleTransportProtocol):
     """uvicorn's httptools protocol, its responses' heads and bodies written in one send (see the module)."""
 
-    def cycle_transport(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> asyncio.Transport:
-        return HeadWithBody(transport, cycle, self.loop)  # type: ignore[return-value]
+    def cycle_transport(
+        self, transport: asyncio.Transport, cycle: Cycle, loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Transport:
+        return HeadWithBody(transport, cycle, loop)  # type: ignore[return-value]

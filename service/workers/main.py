@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,8 @@ from service.workers.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from service.core.dataplane import DataPlane
 
 # Asking torch about CUDA initialises the CUDA driver, which a forked worker then cannot use, and the worker
 # count is needed before anything is imported: so a process of its own asks for the GPU's memory in MiB
@@ -92,7 +95,8 @@ def worker_app() -> "FastAPI":
     """The app of one worker process (uvicorn's factory): its share of the cores, its logging, its models."""
     import torch
 
-    from service.server import create_app
+    from service.app import create_app
+    from service.workers.sync import WorkerSync
 
     # A forked worker inherits the supervisor's cached settings, read before it set SAE_WORKERS: read them anew.
     get_settings.cache_clear()
@@ -101,7 +105,15 @@ def worker_app() -> "FastAPI":
     threads = max(1, usable_cores() // max(1, settings.workers))
     torch.set_num_threads(threads)
     logging.getLogger("sae_serve").info("worker of %d: %d torch threads", settings.workers, threads)
-    return create_app(settings)
+    peers = WorkerSync(settings.repository_state, max(1, settings.workers), settings.supervisor_pid)
+    return create_app(settings, peers, partial(follow_signals, settings, True))
+
+
+def follow_signals(settings: Settings, shared: bool, plane: "DataPlane") -> None:
+    """The process's signals, once it serves (service.workers.sync.watch_signals)."""
+    from service.workers.sync import watch_signals
+
+    watch_signals(plane.repository, settings.reload_on_sighup, shared)
 
 
 def preload() -> None:
@@ -111,7 +123,7 @@ def preload() -> None:
     and load their models after the fork."""
     import torch  # noqa: F401
 
-    import service.server  # noqa: F401
+    import service.app  # noqa: F401
 
     # The collector then leaves these objects alone: a worker scanning them would copy their pages.
     gc.freeze()
@@ -134,10 +146,11 @@ def main() -> None:
     configure_logging(settings)
     workers = worker_count(settings)
     if workers == 1:
-        from service.server import create_app
+        from service.app import create_app
 
         serve_forever_quietly_on_sigterm()
-        uvicorn.run(create_app(settings), **uvicorn_options(settings))  # type: ignore[arg-type]
+        app = create_app(settings, on_serving=partial(follow_signals, settings, False))
+        uvicorn.run(app, **uvicorn_options(settings))  # type: ignore[arg-type]
         return
     metrics_dir = tempfile.mkdtemp(prefix="sae-metrics-")
     repository_state = Path(metrics_dir) / "repository.json"
@@ -154,6 +167,6 @@ def main() -> None:
     config = uvicorn.Config("service.workers.main:worker_app", factory=True, workers=workers, **options)  # type: ignore[arg-type]
     preload()
     try:
-        Supervisor(config, [config.bind_socket()], repository_state).run()
+        Supervisor(config, [config.bind_socket()], repository_state, settings.reload_on_sighup).run()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -4,16 +4,15 @@ shape changes.
 
 - `uvicorn.supervisors.multiprocess.get_subprocess`: how the supervisor makes a worker process; replaced so
   that workers are forked, not spawned.
-- `uvicorn.supervisors.multiprocess.SIGNALS`: the signals the supervisor takes, each handled by its
-  `handle_<name>` method; SIGUSR1 is added.
+- `uvicorn.supervisors.multiprocess.SIGNALS`: the signals the supervisor takes (HUP, USR1 and USR2 among
+  them), each handled by its `handle_<name>` method.
 - `uvicorn._subprocess.subprocess_started`: what a worker process runs first.
 - `Multiprocess.processes` and `Multiprocess.sockets`: the supervisor's workers and listening sockets.
-- `HttpToolsProtocol._start_asgi_task` and `RequestResponseCycle.transport` and `.response_started`: where a
-  response's writes go.
+- `HttpToolsProtocol._start_asgi_task` and `.loop`, `RequestResponseCycle.transport` and `.response_started`:
+  where a response's writes go.
 """
 
 import asyncio
-import signal
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
@@ -27,6 +26,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.supervisors import Multiprocess
 
 WorkerTarget = Callable[..., None]
+Cycle = RequestResponseCycle  # one request's response, as uvicorn's httptools protocol keeps it
 MakeProcess = Callable[[Config, WorkerTarget, list[socket]], BaseProcess]
 
 
@@ -41,8 +41,8 @@ def start_worker(config: Config, target: WorkerTarget, sockets: list[socket]) ->
 
 
 class SupervisorBase(Multiprocess):
-    """uvicorn's worker supervisor, whose processes are made by `make_process` and which also takes SIGUSR1
-    (handled by `handle_usr1`, as uvicorn dispatches each signal to `handle_<name>`)."""
+    """uvicorn's worker supervisor, whose processes are made by `make_process`; uvicorn dispatches each signal it
+    takes to `handle_<name>`."""
 
     def __init__(
         self,
@@ -51,7 +51,6 @@ class SupervisorBase(Multiprocess):
         make_process: MakeProcess,
     ) -> None:
         uvicorn_multiprocess.get_subprocess = make_process  # type: ignore[attr-defined,assignment]
-        uvicorn_multiprocess.SIGNALS[signal.SIGUSR1] = "USR1"
         super().__init__(config, sockets=sockets)
 
     def worker_pids(self) -> list[int]:
@@ -75,14 +74,16 @@ def forking(context: BaseContext, start: Callable[[Config, WorkerTarget, list[so
 class CycleTransportProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, each response cycle's writes going through `cycle_transport`."""
 
-    def cycle_transport(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> asyncio.Transport:
+    def cycle_transport(
+        self, transport: asyncio.Transport, cycle: Cycle, loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Transport:
         return transport
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        cycle.transport = self.cycle_transport(self.transport, cycle)
+        cycle.transport = self.cycle_transport(self.transport, cycle, self.loop)
         super()._start_asgi_task(cycle, app)
 
 
-def response_started(cycle: RequestResponseCycle) -> bool:
+def response_started(cycle: Cycle) -> bool:
     """Whether the cycle has begun its response (its head is the next write)."""
     return bool(cycle.response_started)

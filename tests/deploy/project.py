@@ -8,8 +8,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from service.app import create_app
 from service.core.settings import Settings
-from service.server import create_app
 from training.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,12 +1,14 @@
-"""docs/settings.md is the table generated from `service.core.settings.Settings`, so the two cannot drift."""
+"""docs/settings.md is the tables generated from the service's and training's settings, so they cannot drift."""
 
 from types import ModuleType
 
+import pytest
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.core.settings import Settings
 from tests.docs.scripts import DOCS, load_script
+from training.settings import TrainingSettings
 
 
 def generator() -> ModuleType:
@@ -16,13 +18,14 @@ def generator() -> ModuleType:
 def test_the_settings_page_is_the_generated_one() -> None:
     page = (DOCS / "settings.md").read_text()
     assert page == generator().render_page(), (
-        "docs/settings.md differs from service/core/settings.py; regenerate it: .venv/bin/python docs/settings_table.py"
+        "docs/settings.md differs from the settings; regenerate it: .venv/bin/python docs/settings_table.py"
     )
 
 
-def test_every_setting_but_the_internal_ones_has_a_row() -> None:
-    table = generator().render_table()
-    for name, field in Settings.model_fields.items():
+@pytest.mark.parametrize("settings", [Settings, TrainingSettings])
+def test_every_setting_but_the_internal_ones_has_a_row(settings: type[BaseSettings]) -> None:
+    table = generator().render_table(settings)
+    for name, field in settings.model_fields.items():
         extra = field.json_schema_extra
         internal = isinstance(extra, dict) and extra.get("internal") is True
         assert (f"| `SAE_{name.upper()}` |" in table) is not internal, name

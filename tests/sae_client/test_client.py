@@ -1,7 +1,6 @@
 """The Python client against a real server (slow)."""
 
 import asyncio
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from PIL import Image
 from sae_client import AsyncClient, Client, SAEError
 from tests.checkpoints import write_tiny_artifacts
 from tests.images import digit_like, png_bytes
-from tests.servers import start_server
+from tests.servers import free_port, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -78,8 +77,6 @@ def test_the_async_client_matches_the_sync_one(server: str) -> None:
 
 
 def test_connection_failures_are_retried_then_raised() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    port = free_port()  # nothing listens there
     with Client(f"http://127.0.0.1:{port}", retries=2, timeout=2) as client, pytest.raises(httpx.ConnectError):
         client.classify(digit_like(1))

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.server import create_app
+from service.app import create_app
 from tests.service.apps import make_settings
 
 

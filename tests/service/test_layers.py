@@ -1,4 +1,4 @@
-"""The service's layers import one way: workers -> server -> transports (http, grpc) -> core; neither transport
+"""The service's layers import one way: workers -> app -> transports (http, grpc) -> core; neither transport
 imports the other, and the core imports no transport, no process machinery and no web framework."""
 
 import ast
@@ -34,7 +34,7 @@ def layers_used(package: str) -> set[str]:
 
 @pytest.mark.parametrize(
     ("package", "allowed"),
-    [("core", set()), ("http", {"core"}), ("grpc", {"core"}), ("workers", {"core", "server"})],
+    [("core", set()), ("http", {"core"}), ("grpc", {"core"}), ("workers", {"core", "app"})],
 )
 def test_each_layer_imports_only_the_layers_below_it(package: str, allowed: set[str]) -> None:
     assert layers_used(package) <= allowed

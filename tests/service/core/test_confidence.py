@@ -9,7 +9,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from models import load_checkpoint, to_model_input
-from service.server import create_app
+from service.app import create_app
 from tests.images import digit_like
 from tests.service.apps import make_settings
 

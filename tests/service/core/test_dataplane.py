@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.core.dataplane import Body, DataPlane, repository_version
+from service.core.dataplane import RELOAD_OFF, REPOSITORY_OFF, Body, DataPlane, repository_version
 from service.core.errors import Forbidden, NotFound, RequestTimeout, UndecodableInput
 from service.core.forward import ALL_OUTPUTS, CLASSIFY, EMBED
 from service.core.pixels import Batch
@@ -89,13 +89,12 @@ def test_infer_is_refused_once_the_timeout_has_passed_reading_included(tiny_arti
 def test_the_repository_is_an_admin_api_off_without_keys(tiny_artifacts: Path) -> None:
     plane = DataPlane(make_settings(tiny_artifacts))
     plane.repository.load()
-    with pytest.raises(Forbidden, match="SAE_API_KEYS"):
-        plane.repository_index(ready_only=False)
-    with pytest.raises(Forbidden, match="SAE_API_KEYS"):
-        asyncio.run(plane.reload())
+    for refusal in (REPOSITORY_OFF, RELOAD_OFF):
+        with pytest.raises(Forbidden, match="set SAE_API_KEYS"):
+            plane.admin(refusal)
     keyed = DataPlane(make_settings(tiny_artifacts, api_keys="admin"))
     keyed.repository.load()
-    assert {(e["name"], e["state"]) for e in keyed.repository_index(ready_only=True)} == {
+    assert {(e["name"], e["state"]) for e in keyed.admin(REPOSITORY_OFF).index(ready_only=True)} == {
         ("mnist", "READY"),
         ("fashion-mnist", "READY"),
     }
@@ -106,3 +105,19 @@ def test_a_repository_call_takes_only_the_version_parameter() -> None:
     assert repository_version({"unload_dependents": True}, frozenset({"unload_dependents"})) is None
     with pytest.raises(UndecodableInput, match="unknown parameters \\['force'\\]"):
         repository_version({"force": True})
+    with pytest.raises(UndecodableInput, match="'version' is empty"):
+        repository_version({"version": ""})  # a blank, not the whole model
+
+
+def test_the_batchers_exist_only_while_the_plane_serves(tiny_artifacts: Path) -> None:
+    plane = DataPlane(make_settings(tiny_artifacts))
+    with pytest.raises(RuntimeError, match="not serving"):
+        plane.batchers  # noqa: B018
+
+    async def run() -> None:
+        async with plane.serving():
+            assert plane.batchers is not None
+
+    asyncio.run(run())
+    with pytest.raises(RuntimeError, match="not serving"):
+        plane.batchers  # noqa: B018

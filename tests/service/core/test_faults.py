@@ -9,8 +9,8 @@ import torch
 from fastapi.testclient import TestClient
 
 from models import SAEConfig, StackedAutoencoder, save_checkpoint
+from service.app import create_app
 from service.core.forward import CLASSIFY
-from service.server import create_app
 from tests.checkpoints import make_card
 from tests.images import digit_like, png_bytes
 from tests.service.apps import make_settings

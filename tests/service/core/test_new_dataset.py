@@ -7,7 +7,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from models import Framing, save_checkpoint
-from service.server import create_app
+from service.app import create_app
 from tests.service.apps import make_settings
 from training.data import Dataset
 from training.recipes import recipe_for

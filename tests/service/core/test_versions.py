@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from service.app import create_app
 from service.core.versions import Policies, VersionPolicy
-from service.server import create_app
 from tests.service.apps import make_settings
 from tests.service.model_versions import DIGITS, add_version, expected_probabilities
 

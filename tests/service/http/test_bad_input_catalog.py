@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.server import create_app
+from service.app import create_app
 from tests.checkpoints import write_tiny_artifacts
 from tests.images import digit_like, encoded, png_bytes, upload
 from tests.service.apps import make_settings

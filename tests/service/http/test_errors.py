@@ -7,10 +7,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from service.app import create_app
 from service.core.errors import NoModelLoaded
 from service.core.forward import CLASSIFY
 from service.core.pixels import json_depth
-from service.server import create_app
 from tests.images import digit_like, png_bytes, upload
 from tests.service.apps import make_settings
 

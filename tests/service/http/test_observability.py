@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.server import create_app
+from service.app import create_app
 from service.workers.logs import JsonFormatter
 from tests.images import digit_like, png_bytes
 from tests.service.apps import make_settings

@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from service.app import create_app
 from service.core.keys import key_matches, presented_key
 from service.core.settings import Settings
-from service.server import create_app
 from tests.images import digit_like, png_bytes
 from tests.service.apps import make_settings
 

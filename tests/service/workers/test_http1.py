@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from service.server import create_app
+from service.app import create_app
 from service.workers.main import uvicorn_options
 from tests.images import digit_like
 from tests.servers import free_port

@@ -32,6 +32,7 @@ def test_the_supervisor_dispatches_signals_by_name_to_handle_methods() -> None:
     names = uvicorn_multiprocess.SIGNALS
     assert isinstance(names, dict)
     assert names[signal.SIGTERM] == "TERM" and names[signal.SIGHUP] == "HUP"
+    assert names[signal.SIGUSR1] == "USR1" and names[signal.SIGUSR2] == "USR2"  # the supervisor's handle_usr1/2
     assert "handle_{sig_name.lower()}" in inspect.getsource(Multiprocess.handle_signals).replace('"', "")
     assert callable(Multiprocess.handle_term) and callable(Multiprocess.handle_hup)
 
@@ -49,8 +50,12 @@ def test_the_supervisor_keeps_its_processes_and_sockets() -> None:
         listening.close()
 
 
-def test_subclassing_the_supervisor_installs_the_forking_process_maker_and_sigusr1() -> None:
-    original, signals = uvicorn_multiprocess.get_subprocess, dict(uvicorn_multiprocess.SIGNALS)  # type: ignore[attr-defined]
+def test_a_worker_process_names_its_pid() -> None:
+    assert isinstance(inspect.getattr_static(uvicorn_multiprocess.Process, "pid"), property)
+
+
+def test_subclassing_the_supervisor_installs_the_forking_process_maker() -> None:
+    original = uvicorn_multiprocess.get_subprocess  # type: ignore[attr-defined]
     listening = socket.socket()
     try:
 
@@ -59,19 +64,17 @@ def test_subclassing_the_supervisor_installs_the_forking_process_maker_and_sigus
 
         supervisor = uvicorn_internals.SupervisorBase(Config("x:y", workers=2), [listening], make_process)  # type: ignore[arg-type]
         assert uvicorn_multiprocess.get_subprocess is make_process  # type: ignore[attr-defined]
-        assert uvicorn_multiprocess.SIGNALS[signal.SIGUSR1] == "USR1"
         assert supervisor.worker_pids() == []
         supervisor.close_sockets()
         assert listening.fileno() == -1
     finally:
         uvicorn_multiprocess.get_subprocess = original  # type: ignore[attr-defined]
-        uvicorn_multiprocess.SIGNALS.clear()
-        uvicorn_multiprocess.SIGNALS.update(signals)
         listening.close()
 
 
 def test_a_response_cycle_writes_through_its_transport_attribute() -> None:
     assert parameters(HttpToolsProtocol._start_asgi_task) == ["self", "cycle", "app"]
+    assert "self.loop = " in inspect.getsource(HttpToolsProtocol.__init__)
     cycle_parameters = parameters(RequestResponseCycle.__init__)
     assert "transport" in cycle_parameters
     assert "self.transport.write(" in inspect.getsource(RequestResponseCycle.send)

@@ -18,7 +18,7 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def rest_app(plane: DataPlane, lifespan: Lifespan) -> FastAPI:
-    """The REST transports over `plane`; `lifespan` starts and stops what the process serves (service.server)."""
+    """The REST transports over `plane`; `lifespan` starts and stops what the process serves (service.app)."""
     settings = plane.settings
     app = FastAPI(
         title="sae-serve",

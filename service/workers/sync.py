@@ -6,7 +6,7 @@ applies the plans and notes the change's number beside the file, and the first w
 worker has. A worker started later (a replacement) reads the file at start. A reload (SIGHUP) drops the
 changes: the supervisor removes the file before it signals the workers. With one process there is no file
 and nothing to share. The supervisor and its environment are service.workers'; what a worker knows of them
-comes from its Settings (service.core.dataplane makes its WorkerSync).
+comes from its Settings. A WorkerSync is the peers (service.core.repository.Peers) of a worker's repository.
 """
 
 import asyncio
@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from service.core.repository import ModelRepository
 from service.core.versions import Plan
 
 log = logging.getLogger("sae_serve")
@@ -34,16 +35,10 @@ class WorkerSync:
         self.supervisor_pid = supervisor_pid
         self.generation = 0  # the number of the last change this worker applied
 
-    @property
-    def shared(self) -> bool:
-        """Whether other worker processes serve beside this one."""
-        return self.supervisor_pid is not None and self.workers > 1
-
     def reload_all(self) -> None:
-        """Ask the supervisor to have every worker, this one included, reload its models (SIGHUP)."""
-        if self.shared:
-            assert self.supervisor_pid is not None
-            os.kill(self.supervisor_pid, signal.SIGHUP)
+        """Ask the supervisor to have every worker, this one included, reload its models (SIGUSR2)."""
+        if self.supervisor_pid is not None and self.workers > 1:
+            os.kill(self.supervisor_pid, signal.SIGUSR2)
 
     def plans(self) -> dict[str, Plan]:
         """The plans every worker is to serve, as last written (none where nothing was changed)."""
@@ -112,26 +107,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def watch_signals(
-    reload: "Callable[[], Coroutine[Any, Any, object]]",
-    sync: "Callable[[], Coroutine[Any, Any, object]]",
-    reload_on_sighup: bool,
-    shared: bool,
-) -> None:
-    """On this process's event loop: SIGHUP reloads the models (where the server runs in the main thread, as
-    `sae-serve` does); with several workers, SIGUSR1 from the supervisor applies another worker's change."""
+def watch_signals(repository: ModelRepository, reload_on_sighup: bool, shared: bool) -> None:
+    """On this process's event loop: SIGHUP reloads the models (ignored, and said so, with
+    SAE_RELOAD_ON_SIGHUP=false); with several workers, from the supervisor, SIGUSR1 applies another worker's
+    repository change and SIGUSR2 reloads. Where the server does not run in the main thread (an embedding
+    program), signals stay that program's own."""
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[object]] = set()
 
-    def run(work: "Callable[[], Coroutine[Any, Any, object]]") -> None:
+    def run(work: Callable[[], Coroutine[Any, Any, object]]) -> None:
         task = loop.create_task(work())
         tasks.add(task)  # keep a reference until it is done
         task.add_done_callback(tasks.discard)
 
-    if reload_on_sighup:
-        try:
-            loop.add_signal_handler(signal.SIGHUP, run, reload)
-        except (RuntimeError, ValueError, NotImplementedError):
-            log.info("SIGHUP reloading is off: the server does not run in the main thread")
+    def on_sighup() -> None:
+        if reload_on_sighup:
+            run(repository.reload)
+        else:
+            log.info("SIGHUP ignored: SAE_RELOAD_ON_SIGHUP is off")
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    except (RuntimeError, ValueError, NotImplementedError):
+        log.info("SIGHUP reloading is off: the server does not run in the main thread")
+        return
     if shared:
-        loop.add_signal_handler(signal.SIGUSR1, run, sync)
+        loop.add_signal_handler(signal.SIGUSR1, run, repository.sync)
+        loop.add_signal_handler(signal.SIGUSR2, run, repository.reload)  # every worker, from the supervisor

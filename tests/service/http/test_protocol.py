@@ -8,11 +8,12 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from service.app import create_app
 from service.core.errors import InputError, InvalidInput, TooLarge, UndecodableInput
 from service.core.forward import AllOutputs
 from service.core.pixels import Limits
-from service.core.tensors import DEFAULT_OUTPUTS, RequestedOutput, encode_infer_response, parse_infer_request
-from service.server import create_app
+from service.core.tensors import DEFAULT_OUTPUTS
+from service.http.oip_codec import RequestedOutput, encode_infer_response, parse_infer_request
 from tests.images import digit_like
 from tests.service.apps import make_settings
 
