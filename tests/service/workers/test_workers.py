@@ -149,6 +149,28 @@ def test_sighup_and_admin_reload_reach_every_worker(tiny_artifacts: Path) -> Non
     assert len(reloaded) == 2
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_with_sighup_reloading_off_sighup_is_ignored_and_admin_reload_still_reaches_every_worker(
+    tiny_artifacts: Path, workers: str
+) -> None:
+    process, url, logs = serve(tiny_artifacts, SAE_WORKERS=workers, SAE_API_KEYS="admin", SAE_RELOAD_ON_SIGHUP="false")
+    if workers != "1":
+        logs.wait_for_started_workers(int(workers))
+    key = {"X-API-Key": "admin"}
+    try:
+        pids = workers_of(process.pid)
+        os.kill(process.pid, signal.SIGHUP)
+        time.sleep(1)
+        assert process.poll() is None and workers_of(process.pid) == pids  # nothing ended, nothing replaced
+        assert httpx.post(f"{url}/admin/reload", headers=key, timeout=30).json()["swapped"]
+    finally:
+        assert stop(process) == 0
+    lines = logs.after_stop()
+    assert any(line["message"] == "SIGHUP ignored: SAE_RELOAD_ON_SIGHUP is off" for line in lines)
+    reloaded = {line["pid"] for line in lines if str(line["message"]).startswith("models reloaded")}
+    assert len(reloaded) == int(workers)
+
+
 def test_a_dead_worker_is_replaced_and_only_its_own_requests_are_lost(tiny_artifacts: Path) -> None:
     process, url, logs = serve(tiny_artifacts, SAE_WORKERS="2")
     logs.wait_for_started_workers(2)
