@@ -15,7 +15,15 @@ from typing import Any, Generic, TypeVar
 from models.checkpoint import CARD_FILE, WEIGHTS_FILE
 from service import __version__
 from service.core.batching import ModelBatchers
-from service.core.errors import Forbidden, NoModelLoaded, NotFound, NotReady, UndecodableInput, within_timeout
+from service.core.errors import (
+    Forbidden,
+    NoModelLoaded,
+    NotFound,
+    NotReady,
+    UndecodableInput,
+    quoted,
+    within_timeout,
+)
 from service.core.forward import Operation
 from service.core.pixels import Batch, Limits
 from service.core.repository import LoadedModels, ModelRepository, Peers, ServedModel
@@ -177,7 +185,7 @@ def find_model(loaded: LoadedModels, name: str, version: int | None = None) -> S
         if name in loaded.failures:
             raise NotReady(f"model {name!r} is not loaded: {loaded.failures[name]}")
         known = ", ".join(loaded.names) or "none"
-        raise NotFound(f"unknown model {name[:64]!r}; known models: {known}")
+        raise NotFound(f"unknown model {quoted(name)}; known models: {known}")
     if version is None:
         return loaded.models[name]
     versions = loaded.versions[name]
@@ -195,7 +203,7 @@ def repository_version(parameters: dict[str, Any], ignored: frozenset[str] = fro
     taken and left unused."""
     unknown = sorted(set(parameters) - {"version"} - ignored)
     if unknown:
-        raise UndecodableInput(f"unknown parameters {unknown}; the one parameter is 'version'")
+        raise UndecodableInput(f"unknown parameters {quoted(unknown)}; the one parameter is 'version'")
     version = parameters.get("version")
     if version == "":  # a version left blank is a mistake, not the whole model: unloading that is no typo's job
         raise UndecodableInput("parameter 'version' is empty; give a version number, or leave the parameter out")

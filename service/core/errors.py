@@ -10,6 +10,21 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 Result = TypeVar("Result")
+# The most of a client's input an error text quotes: enough to recognise it, never its megabytes back.
+QUOTED_CHARACTERS = 100
+
+
+def cut(text: str, limit: int = QUOTED_CHARACTERS) -> str:
+    """`text` as it is, or its first `limit` characters marked as cut."""
+    return text if len(text) <= limit else f"{text[:limit]}... (cut: {len(text):,} characters in all)"
+
+
+def quoted(value: object, limit: int = QUOTED_CHARACTERS) -> str:
+    """What the client sent, as Python writes it (`'abc'`, `[1, 2]`), cut to about `limit` characters and marked
+    so: every error text quotes client input through this or `cut`."""
+    if isinstance(value, str | bytes) and len(value) > limit:
+        return f"{value[:limit]!r}... (cut: {len(value):,} characters in all)"
+    return cut(repr(value), limit)
 
 
 class ServiceError(Exception):

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models import IMAGE_SIDE, Framing
-from service.core.errors import InvalidInput, TooLarge, UndecodableInput
+from service.core.errors import InvalidInput, TooLarge, UndecodableInput, quoted
 from service.core.imaging import decode_image, prepare_photo, require_model_size
 
 # The multipart field of image files, named in the errors of a count of zero.
@@ -38,7 +38,7 @@ def check_count(count: int, limits: Limits) -> None:
 def decode_uploads(uploads: list[tuple[str, bytes]], limits: Limits, framing: Framing | None) -> Batch:
     batch = np.empty((len(uploads), IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8)
     for i, (name, data) in enumerate(uploads):
-        label = f"file {i} ({name!r})"
+        label = f"file {i} ({quoted(name)})"
         pixels = decode_image(data, limits.max_image_pixels, label)
         batch[i] = prepare_photo(pixels, framing) if framing else require_model_size(pixels, label)
     return batch
@@ -75,7 +75,7 @@ def parse_json_images(body: bytes, limits: Limits, framing: Framing | None) -> B
         raise InvalidInput('JSON body must be an object with an "images" list, e.g. {"images": [[[0, ...], ...]]}')
     images, dtype = payload["images"], payload.get("dtype", "uint8")
     if dtype not in ("uint8", "float"):
-        raise InvalidInput(f'"dtype" must be "uint8" (0-255) or "float" (0-1), got {dtype!r}')
+        raise InvalidInput(f'"dtype" must be "uint8" (0-255) or "float" (0-1), got {quoted(dtype)}')
     if not isinstance(images, list):
         raise InvalidInput('"images" must be a list of 28x28 or 784-long pixel arrays')
     check_count(len(images), limits)

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models import IMAGE_SIDE
-from service.core.errors import UndecodableInput
+from service.core.errors import UndecodableInput, quoted
 from service.core.forward import AllOutputs, abstained
 from service.core.pixels import Batch, Limits, PixelScale, check_count, to_pixels
 
@@ -79,14 +79,14 @@ class ImageTensor:
 def image_tensor(name: object, datatype: object, shape: object, limits: Limits) -> ImageTensor:
     """The one check of an input tensor's name, datatype, shape and image count, for REST and gRPC alike."""
     if name != INPUT_NAME:
-        raise UndecodableInput(f"unknown input {name!r}; the input is '{INPUT_NAME}'")
+        raise UndecodableInput(f"unknown input {quoted(name)}; the input is '{INPUT_NAME}'")
     if datatype not in INPUT_DATATYPES:
-        raise UndecodableInput(f"input datatype {datatype!r} is not accepted; send UINT8 (0-255) or FP32 (0-1)")
+        raise UndecodableInput(f"input datatype {quoted(datatype)} is not accepted; send UINT8 (0-255) or FP32 (0-1)")
     side = IMAGE_SIDE * IMAGE_SIDE
     dims: list[int] = shape if isinstance(shape, list) else []
     valid_shape = bool(dims) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims)
     if not valid_shape or dims[1:] not in ([IMAGE_SIDE, IMAGE_SIDE], [side]) or dims[0] < 1:
-        raise UndecodableInput(f"input shape {shape} is not accepted; send [N, 28, 28] or [N, 784] with N >= 1")
+        raise UndecodableInput(f"input shape {quoted(shape)} is not accepted; send [N, 28, 28] or [N, 784] with N >= 1")
     check_count(dims[0], limits)
     return ImageTensor(str(datatype), dims)
 
@@ -125,7 +125,7 @@ def min_confidence(value: object) -> float | None:
         with contextlib.suppress(ValueError):
             value = float(value)
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise UndecodableInput(f"parameter {MIN_CONFIDENCE} must be a number from 0 to 1, found {value!r}"[:200])
+        raise UndecodableInput(f"parameter {MIN_CONFIDENCE} must be a number from 0 to 1, found {quoted(value)}")
     return float(value)
 
 

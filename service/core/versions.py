@@ -10,7 +10,7 @@ multiprocess folder).
 from dataclasses import dataclass, field
 from typing import Literal
 
-from service.core.errors import UndecodableInput
+from service.core.errors import UndecodableInput, quoted
 
 # Nine digits: every version number fits a 32-bit integer, as protocols and file systems expect.
 MAX_VERSION_DIGITS = 9
@@ -24,8 +24,7 @@ def parse_version(value: object) -> int | None:
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= MAX_VERSION_DIGITS:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 10**MAX_VERSION_DIGITS:
-        shown = repr(value[:32] if isinstance(value, str) else value)[:40]
-        raise UndecodableInput(f"model version {shown} is not a version number (a whole number from 1)")
+        raise UndecodableInput(f"model version {quoted(value)} is not a version number (a whole number from 1)")
     return value
 
 

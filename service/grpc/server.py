@@ -19,11 +19,12 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeAlias, cast
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service.core.dataplane import DataPlane
-from service.core.errors import ServiceError
+from service.core.errors import ServiceError, UndecodableInput
 from service.core.keys import key_matches, presented_key
 from service.core.telemetry import REQUEST_ID_HEADER, ServiceMetrics, log_access, request_id_from
 from service.grpc.servicer import Context, InferenceServicer, rpc_model
@@ -61,8 +62,9 @@ def metadata_value(metadata: Any, name: str) -> str:
     return next((value for key, value in metadata or () if key == name and isinstance(value, str)), "")
 
 
-def handler_like(handler: Handler, behavior: Behavior) -> Handler:
-    """A handler of the same kind (unary or streaming each way) and message types, running `behavior` instead."""
+def handler_like(handler: Handler, behavior: Behavior, raw_requests: bool = False) -> Handler:
+    """A handler of the same kind (unary or streaming each way) and message types, running `behavior` instead;
+    with `raw_requests`, `behavior` is handed the request's bytes, to decode itself."""
     streaming = (handler.request_streaming, handler.response_streaming)
     make: Any = {
         (False, False): grpc.unary_unary_rpc_method_handler,
@@ -72,10 +74,30 @@ def handler_like(handler: Handler, behavior: Behavior) -> Handler:
     }[streaming]
     handler_made: Handler = make(
         behavior,
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=None if raw_requests else handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
     return handler_made
+
+
+def decoding(deserialize: Callable[[bytes], Any] | None, behavior: Behavior) -> Behavior:
+    """`behavior` on the message decoded from the call's bytes. grpcio would decode them before any interceptor
+    runs, and answer bytes that do not decode with UNKNOWN, uncounted and with a traceback: here they are the
+    client's mistake, INVALID_ARGUMENT, counted and logged like any other."""
+    message = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
+    name = message.full_name if message is not None else "request"
+
+    async def call(raw: bytes, context: Context) -> Any:
+        try:
+            request = deserialize(raw) if deserialize is not None else raw
+        except DecodeError:
+            raise UndecodableInput(
+                f"the {len(raw):,} bytes sent are not a message of type {name}: cut short, corrupted, or holding text "
+                "that is not UTF-8"
+            ) from None
+        return await behavior(request, context)
+
+    return call
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
@@ -95,9 +117,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         refusal = self.refusal(method, handler_call_details.invocation_metadata)
         if handler.request_streaming or handler.response_streaming:  # reflection and health's Watch
             return handler if refusal is None else handler_like(handler, refused(refusal))
-        # On grpc.aio a unary handler's behavior is the servicer's coroutine method.
-        behavior = cast(Behavior, handler.unary_unary) if refusal is None else refused(refusal)
-        return handler_like(handler, self.accounted(method, behavior))
+        # On grpc.aio a unary handler's behavior is the servicer's coroutine method. The key is checked before the
+        # request is decoded: a refused caller's bytes are never parsed.
+        servicer = cast(Behavior, handler.unary_unary)
+        behavior = decoding(handler.request_deserializer, servicer) if refusal is None else refused(refusal)
+        return handler_like(handler, self.accounted(method, behavior), raw_requests=True)
 
     def refusal(self, method: str, metadata: Any) -> str | None:
         """Why the call is refused for its API key, or None."""

@@ -2,7 +2,7 @@
 
 from starlette.requests import Request
 
-from service.core.errors import InvalidInput, TooLarge, UnsupportedMediaType
+from service.core.errors import InvalidInput, TooLarge, UnsupportedMediaType, cut, quoted
 from service.core.pixels import FILE_FIELD, Limits, check_count
 from service.http.multipart import parse_multipart
 
@@ -28,7 +28,7 @@ def read_uploads(request: Request, body: bytes, limits: Limits) -> list[tuple[st
     if any(p.filename is None for p in uploads):
         raise InvalidInput(f"multipart field '{FILE_FIELD}' must hold files, not text")
     if not uploads:
-        fields = ", ".join(sorted({p.name for p in parts})) or "none"
+        fields = cut(", ".join(sorted({p.name for p in parts})) or "none")
         raise InvalidInput(
             f"multipart body has no '{FILE_FIELD}' field (fields found: {fields}); send images as '{FILE_FIELD}'"
         )
@@ -51,7 +51,7 @@ async def read_images(request: Request, limits: Limits) -> tuple[str, bytes | li
     kind = media_type(request)
     body_kinds = ("multipart/form-data", "application/json", "application/octet-stream")
     if kind not in body_kinds and not kind.startswith("image/"):
-        raise UnsupportedMediaType(f"Content-Type {kind or 'missing'!r} is not accepted; send {ACCEPTED_BODIES}")
+        raise UnsupportedMediaType(f"Content-Type {quoted(kind or 'missing')} is not accepted; send {ACCEPTED_BODIES}")
     if kind == "application/json":
         body = await read_body(request, min(limits.max_json_bytes, limits.max_upload_bytes), "JSON body")
     else:

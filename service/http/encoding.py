@@ -9,7 +9,7 @@ from numpy.typing import NDArray
 from PIL import Image
 from starlette.responses import Response
 
-from service.core.errors import NotAcceptable
+from service.core.errors import NotAcceptable, quoted
 from service.core.forward import Classification, Floats, Reconstructions, abstained
 
 
@@ -42,7 +42,7 @@ def negotiate(accept: str | None, offered: list[str]) -> str:
             if matches and q > 0 and rank > best_q:
                 best, best_q = candidate, rank
     if best is None:
-        raise NotAcceptable(f"cannot answer with {accept!r}; this endpoint offers {', '.join(offered)}")
+        raise NotAcceptable(f"cannot answer with {quoted(accept)}; this endpoint offers {', '.join(offered)}")
     return best
 
 

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.core.errors import ServiceError
+from service.core.errors import ServiceError, cut
 from service.core.telemetry import REQUEST_ID_HEADER
 
 log = logging.getLogger("sae_serve")
@@ -46,7 +46,7 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    detail = exc.detail if exc.status_code != 404 else f"no route {request.url.path}; see /docs for the API"
+    detail = exc.detail if exc.status_code != 404 else f"no route {cut(request.url.path)}; see /docs for the API"
     return JSONResponse(error_body(request, str(detail)), status_code=exc.status_code, headers=exc.headers)
 
 
