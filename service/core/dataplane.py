@@ -181,7 +181,10 @@ class RepositoryAdmin:
 
 def find_model(loaded: LoadedModels, name: str, version: int | None = None) -> ServedModel:
     """The model's newest loaded version, or the version asked for."""
+    reason = next((e.reason for e in loaded.index if e.name == name and e.version == version), "")
     if name not in loaded.models:
+        if name in loaded.failures and reason:
+            raise NotReady(f"model {name!r} version {version} is not loaded: {reason}")
         if name in loaded.failures:
             raise NotReady(f"model {name!r} is not loaded: {loaded.failures[name]}")
         known = ", ".join(loaded.names) or "none"
@@ -191,7 +194,6 @@ def find_model(loaded: LoadedModels, name: str, version: int | None = None) -> S
     versions = loaded.versions[name]
     if version in versions:
         return versions[version]
-    reason = next((e.reason for e in loaded.index if e.name == name and e.version == version), "")
     served = ", ".join(map(str, versions))
     if reason:
         raise NotReady(f"model {name!r} version {version} is not loaded: {reason}; loaded versions: {served}")

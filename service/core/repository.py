@@ -25,7 +25,7 @@ import torch
 
 from models import CheckpointError, ModelCard, StackedAutoencoder, load_checkpoint, resolve_device
 from models.checkpoint import checkpoint_versions, read_card
-from service.core.errors import LoadFailed, NotFound
+from service.core.errors import LoadFailed, NotFound, quoted
 from service.core.versions import Plan, Policies
 
 log = logging.getLogger("sae_serve")
@@ -63,6 +63,8 @@ class LoadedModels:
     versions: dict[str, dict[int, ServedModel]] = field(default_factory=dict)  # every loaded version
     failures: dict[str, str] = field(default_factory=dict)  # models of which no version is loaded, and why
     index: list[IndexEntry] = field(default_factory=list)  # every version on disk or asked for, with its state
+    # Models of which the repository API took every loaded version away: without a version, but not failed.
+    unloaded: frozenset[str] = frozenset()
     models: dict[str, ServedModel] = field(init=False)  # each model's newest loaded version: what requests get
 
     def __post_init__(self) -> None:
@@ -123,6 +125,7 @@ def load_models(
     versions: dict[str, dict[int, ServedModel]] = {}
     failures: dict[str, str] = {}
     index: list[IndexEntry] = []
+    unloaded: set[str] = set()
     for name, folders in model_folders(artifacts_dir).items():
         plan = plans.get(name, Plan())
         wanted = plan.wanted(policies.of(name), list(folders))
@@ -152,12 +155,13 @@ def load_models(
             index.append(IndexEntry(name, version, state, reasons.get(version, ""), card))
         if loaded:
             versions[name] = loaded
+        elif plan.unloaded or (not wanted and plan.removed):
+            failures[name] = "unloaded through the repository API"
+            unloaded.add(name)
         else:
             asked = [f"version {v}: {reasons[v]}" for v in wanted if v in reasons]
-            failures[name] = "; ".join(asked) or (
-                "unloaded through the repository API" if plan.unloaded else "no version chosen by its policy"
-            )
-    return LoadedModels(versions, failures, index)
+            failures[name] = "; ".join(asked) or "no version chosen by its policy"
+    return LoadedModels(versions, failures, index, frozenset(unloaded))
 
 
 class Peers(Protocol):
@@ -260,7 +264,7 @@ class ModelRepository:
         folders = model_folders(self.artifacts_dir)
         if name not in folders:
             known = ", ".join(folders) or "none"
-            raise NotFound(f"unknown model {name[:64]!r} in the repository; models: {known}")
+            raise NotFound(f"unknown model {quoted(name)} in the repository; models: {known}")
         return folders[name]
 
     def _changing(self, name: str) -> Plan:
@@ -276,9 +280,9 @@ class ModelRepository:
         if everything asked for loads."""
         async with self._lock:
             folders = self._known(name)
-            if version is not None and version not in folders:
+            if version is not None and version not in folders:  # a failed load, as Triton answers it: 400
                 on_disk = ", ".join(map(str, folders))
-                raise NotFound(f"model {name!r} has no version {version} in the repository; versions: {on_disk}")
+                raise LoadFailed(f"model {name!r} has no version {version} in the repository; versions: {on_disk}")
             if version is None:
                 new_plan = Plan()
                 reuse = LoadedModels({n: v for n, v in self.loaded.versions.items() if n != name})

@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.core.repository import LoadedModels
 from service.http.deps import PlaneDep
-from service.http.schemas import HealthResponse, ModelInfo, ModelsResponse, VersionInfo
+from service.http.schemas import HealthResponse, LiveResponse, ModelInfo, ModelsResponse, VersionInfo
 
 router = APIRouter(tags=["meta"])
 
@@ -81,10 +81,10 @@ async def metrics(plane: PlaneDep) -> PlainTextResponse:
     return PlainTextResponse(generate_latest(collected.exported()).decode(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/health/live", response_model=HealthResponse)
-async def live() -> HealthResponse:
-    """The process answers."""
-    return HealthResponse(status="ok")
+@router.get("/health/live", response_model=LiveResponse)
+async def live() -> LiveResponse:
+    """The process answers (which models are loaded: /health/ready)."""
+    return LiveResponse(status="ok")
 
 
 @router.get("/health/ready", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
@@ -92,5 +92,7 @@ async def ready(plane: PlaneDep) -> JSONResponse:
     """Ready once at least one model is loaded; lists the loaded models."""
     loaded = plane.loaded
     status = "ready" if loaded.ready else "not ready"
-    body = HealthResponse(status=status, models=sorted(loaded.models), failed=loaded.failures)
+    # A model the repository API unloaded is neither served nor failed.
+    failed = {name: why for name, why in loaded.failures.items() if name not in loaded.unloaded}
+    body = HealthResponse(status=status, models=sorted(loaded.models), failed=failed)
     return JSONResponse(body.model_dump(), status_code=200 if loaded.ready else 503)

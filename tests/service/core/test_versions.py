@@ -204,7 +204,7 @@ def test_repository_requests_that_are_wrong(versioned: Path) -> None:
     for client in client_for(versioned, api_keys="admin"):
         cases = [
             ("/v2/repository/models/nope/load", None, 404, "unknown model 'nope' in the repository"),
-            ("/v2/repository/models/mnist/load", {"parameters": {"version": 8}}, 404, "has no version 8"),
+            ("/v2/repository/models/mnist/load", {"parameters": {"version": 8}}, 400, "has no version 8"),
             ("/v2/repository/models/mnist/load", {"parameters": {"version": "x"}}, 400, "not a version number"),
             ("/v2/repository/models/mnist/load", {"parameters": {"version": True}}, 400, "not a version number"),
             ("/v2/repository/models/mnist/load", {"parameters": {"config": "{}"}}, 400, "unknown parameters"),
@@ -220,3 +220,18 @@ def test_repository_requests_that_are_wrong(versioned: Path) -> None:
         )
         assert response.status_code == 400 and "not valid" in response.json()["error"]
         assert classify(client, **KEY)[1]["model_version"] == 3
+
+
+def test_unloading_the_only_loaded_version_says_why_and_is_no_failure(versioned: Path) -> None:
+    for client in client_for(versioned, api_keys="admin"):
+        unload = client.post("/v2/repository/models/mnist/unload", headers=KEY, json={"parameters": {"version": 3}})
+        assert unload.status_code == 200  # latest:1 served only version 3: mnist now serves none
+        for query in ("&version=3", ""):
+            status, answer, _ = classify(client, query, **KEY)
+            assert status == 503 and "unloaded through the repository API" in str(answer["detail"]), query
+        status, answer, _ = classify(client, "&version=2", **KEY)
+        assert status == 503 and "not in the version policy latest:1" in str(answer["detail"])
+        ready = client.get("/health/ready").json()
+        assert ready["models"] == ["fashion-mnist"] and ready["failed"] == {}
+        models = {m["name"]: m for m in client.get("/models", headers=KEY).json()["models"]}
+        assert models["mnist"]["error"] == "unloaded through the repository API"
