@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from models.card import ModelCard
 from models.errors import CheckpointError
@@ -41,7 +41,7 @@ def save_checkpoint(model: StackedAutoencoder, card: ModelCard, directory: Path)
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_FILE
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(weights))
+    weights.write_bytes(save(state))  # not save_file: its temporary file's 0600 would survive, unreadable to others
     written = replace(card, config=model.config, weights_file=WEIGHTS_FILE, weights_sha256=sha256_file(weights))
     (directory / CARD_FILE).write_text(json.dumps(written.to_dict(), indent=2) + "\n")
     return written

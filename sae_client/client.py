@@ -4,6 +4,7 @@ import io
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
@@ -16,6 +17,24 @@ from PIL import Image
 ImageLike = str | os.PathLike[str] | bytes | Image.Image | NDArray[Any]
 Images = ImageLike | Sequence[ImageLike]
 Http = TypeVar("Http", httpx.Client, httpx.AsyncClient)
+
+
+@dataclass(frozen=True)
+class Reconstructions:
+    """The reconstructions of the images sent, and which model version made them."""
+
+    pixels: NDArray[np.uint8]  # (N, 28, 28), or (28, 28) for one image
+    reconstruction_error: NDArray[np.float32] | float  # (N,), or a float for one image
+    model_version: int
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """The codes of the images sent, and which model version computed them."""
+
+    embeddings: NDArray[np.float32]  # (N, dim), or (dim,) for one image
+    layer: int
+    model_version: int
 
 
 class SAEError(Exception):
@@ -92,20 +111,24 @@ def _prepare(
 
 
 def _predictions(response: httpx.Response, single: bool) -> Any:
-    predictions = response.json()["predictions"]
+    answer = response.json()
+    predictions = [{**p, "model_version": answer["model_version"]} for p in answer["predictions"]]
     return predictions[0] if single else predictions
 
 
-def _reconstructions(response: httpx.Response, single: bool) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
-    items = response.json()["reconstructions"]
+def _reconstructions(response: httpx.Response, single: bool) -> Reconstructions:
+    answer = response.json()
+    items = answer["reconstructions"]
     pixels = np.array([r["pixels"] for r in items], dtype=np.uint8)
     errors = np.array([r["reconstruction_error"] for r in items], dtype=np.float32)
-    return (pixels[0], errors[0:1]) if single else (pixels, errors)
+    if single:
+        return Reconstructions(pixels[0], float(errors[0]), answer["model_version"])
+    return Reconstructions(pixels, errors, answer["model_version"])
 
 
-def _embeddings(response: httpx.Response, single: bool) -> NDArray[np.float32]:
+def _embeddings(response: httpx.Response, single: bool, layer: int) -> Embeddings:
     array: NDArray[np.float32] = np.load(io.BytesIO(response.content), allow_pickle=False)
-    return array[0] if single else array
+    return Embeddings(array[0] if single else array, layer, int(response.headers["x-model-version"]))
 
 
 class _Base(ABC, Generic[Http]):
@@ -154,26 +177,29 @@ class Client(_Base[httpx.Client]):
         min_confidence: float | None = None,
         version: int | None = None,
     ) -> Any:
-        """A prediction dict per image (one dict for one image); `abstained` is true where the top probability is
-        under `min_confidence`; `version` pins a model version (default: the newest loaded)."""
+        """A prediction dict per image (one dict for one image), with the `model_version` that answered;
+        `abstained` is true where the top probability is under `min_confidence`; `version` pins a model version
+        (default: the newest loaded), here and in the other calls."""
         path, kwargs, single = _prepare(
             "classify", images, model or self.model, resize, top_k=top_k, min_confidence=min_confidence, version=version
         )
         return _predictions(_checked(self._http.post(path, **kwargs)), single)
 
     def reconstruct(
-        self, images: Images, model: str | None = None, resize: bool = False
-    ) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
-        """Reconstructed uint8 pixels, (N, 28, 28) or (28, 28), and the reconstruction errors."""
-        path, kwargs, single = _prepare("reconstruct", images, model or self.model, resize, "application/json")
+        self, images: Images, model: str | None = None, resize: bool = False, version: int | None = None
+    ) -> Reconstructions:
+        path, kwargs, single = _prepare(
+            "reconstruct", images, model or self.model, resize, "application/json", version=version
+        )
         return _reconstructions(_checked(self._http.post(path, **kwargs)), single)
 
     def embed(
-        self, images: Images, model: str | None = None, layer: int = 2, resize: bool = False
-    ) -> NDArray[np.float32]:
-        """float32 codes, (N, dim) or (dim,)."""
-        path, kwargs, single = _prepare("embed", images, model or self.model, resize, "application/x-npy", layer=layer)
-        return _embeddings(_checked(self._http.post(path, **kwargs)), single)
+        self, images: Images, model: str | None = None, layer: int = 2, resize: bool = False, version: int | None = None
+    ) -> Embeddings:
+        path, kwargs, single = _prepare(
+            "embed", images, model or self.model, resize, "application/x-npy", layer=layer, version=version
+        )
+        return _embeddings(_checked(self._http.post(path, **kwargs)), single, layer)
 
     def models(self) -> list[dict[str, Any]]:
         return list(_checked(self._http.get("/models")).json()["models"])
@@ -211,16 +237,20 @@ class AsyncClient(_Base[httpx.AsyncClient]):
         return _predictions(_checked(await self._http.post(path, **kwargs)), single)
 
     async def reconstruct(
-        self, images: Images, model: str | None = None, resize: bool = False
-    ) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
-        path, kwargs, single = _prepare("reconstruct", images, model or self.model, resize, "application/json")
+        self, images: Images, model: str | None = None, resize: bool = False, version: int | None = None
+    ) -> Reconstructions:
+        path, kwargs, single = _prepare(
+            "reconstruct", images, model or self.model, resize, "application/json", version=version
+        )
         return _reconstructions(_checked(await self._http.post(path, **kwargs)), single)
 
     async def embed(
-        self, images: Images, model: str | None = None, layer: int = 2, resize: bool = False
-    ) -> NDArray[np.float32]:
-        path, kwargs, single = _prepare("embed", images, model or self.model, resize, "application/x-npy", layer=layer)
-        return _embeddings(_checked(await self._http.post(path, **kwargs)), single)
+        self, images: Images, model: str | None = None, layer: int = 2, resize: bool = False, version: int | None = None
+    ) -> Embeddings:
+        path, kwargs, single = _prepare(
+            "embed", images, model or self.model, resize, "application/x-npy", layer=layer, version=version
+        )
+        return _embeddings(_checked(await self._http.post(path, **kwargs)), single, layer)
 
     async def models(self) -> list[dict[str, Any]]:
         return list(_checked(await self._http.get("/models")).json()["models"])

@@ -50,7 +50,7 @@ def decode_image(data: bytes, max_pixels: int, name: str = "image") -> Pixels:
         raise TooLarge(f"{name} declares too many pixels; the limit is {max_pixels} pixels") from e
     if image.format not in ACCEPTED_FORMATS:
         raise UnsupportedMediaType(
-            f"{name} is a {image.format} image; accepted formats are {', '.join(sorted(ACCEPTED_FORMATS))}"
+            f"{name} is in the {image.format} format; accepted formats are {', '.join(sorted(ACCEPTED_FORMATS))}"
         )
     width, height = image.size
     if width * height > max_pixels:

@@ -34,39 +34,49 @@ from service.http.schemas import (
 router = APIRouter(tags=["inference"])
 
 PNG_EXAMPLE = "a 28x28 grayscale PNG, white digit on black"
-IMAGE_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "file": {
-                            "type": "array",
-                            "items": {"type": "string", "format": "binary"},
-                            "description": PNG_EXAMPLE,
-                        }
+
+
+def image_body(route: str) -> dict[str, Any]:
+    """The route's request bodies for the OpenAPI docs; the multipart one's example is a command, as no example
+    value can hold a file."""
+    return {
+        "requestBody": {
+            "required": True,
+            "description": "Image files in the multipart field `file` (repeat it for a batch), for example "
+            f"`curl -F file=@docs/samples/digit-7.png -F file=@docs/samples/digit-2.png http://127.0.0.1:8000{route}`"
+            "; or one image as the whole body, raw pixels, or JSON pixel arrays.",
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "file": {
+                                "type": "array",
+                                "items": {"type": "string", "format": "binary"},
+                                "description": PNG_EXAMPLE,
+                            }
+                        },
+                        "required": ["file"],
+                    }
+                },
+                "image/png": {
+                    "schema": {"type": "string", "format": "binary", "description": "one image as the whole body"}
+                },
+                "application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary", "description": "N x 784 uint8 pixels, row-major"}
+                },
+                "application/json": {
+                    "schema": ImagesRequest.model_json_schema(),
+                    "example": {
+                        "images": [[[0] * 28] * 12 + [[0] * 12 + [255] * 4 + [0] * 12] * 4 + [[0] * 28] * 12],
+                        "dtype": "uint8",
                     },
-                    "required": ["file"],
-                }
-            },
-            "image/png": {
-                "schema": {"type": "string", "format": "binary", "description": "one image as the whole body"}
-            },
-            "application/octet-stream": {
-                "schema": {"type": "string", "format": "binary", "description": "N x 784 uint8 pixels, row-major"}
-            },
-            "application/json": {
-                "schema": ImagesRequest.model_json_schema(),
-                "example": {
-                    "images": [[[0] * 28] * 12 + [[0] * 12 + [255] * 4 + [0] * 12] * 4 + [[0] * 28] * 12],
-                    "dtype": "uint8",
                 },
             },
-        },
+        }
     }
-}
+
+
 ERRORS = error_responses(
     ErrorResponse,
     {
@@ -107,7 +117,7 @@ def decoded(
     return decode_batch(kind, content, limits, framing), None
 
 
-@router.post("/classify", response_model=ClassifyResponse, responses=ERRORS, openapi_extra=IMAGE_BODY)
+@router.post("/classify", response_model=ClassifyResponse, responses=ERRORS, openapi_extra=image_body("/classify"))
 async def classify(
     request: Request,
     context: InferenceContextDep,
@@ -124,6 +134,7 @@ async def classify(
 ) -> Response:
     """Class probabilities (calibrated), top-k classes, an in-distribution flag and whether the service abstains,
     for each image, in input order."""
+    negotiate(request.headers.get("accept"), ["application/json"])
     served = context.served
     result: Classification = await infer(request, context, resize, CLASSIFY)
     top_k = min(top_k, len(served.class_names))
@@ -144,7 +155,7 @@ async def classify(
             "X-Reconstruction-Error lists each image's error. JSON on Accept: application/json.",
         },
     },
-    openapi_extra=IMAGE_BODY,
+    openapi_extra=image_body("/reconstruct"),
 )
 async def reconstruct(request: Request, context: InferenceContextDep, resize: ResizeQuery = False) -> Response:
     """The autoencoder's reconstruction of each image, as PNG or JSON pixels, with its error."""
@@ -173,7 +184,7 @@ async def reconstruct(request: Request, context: InferenceContextDep, resize: Re
             "description": "JSON by default; raw float32 (N, dim) in NumPy .npy form on Accept: application/x-npy",
         },
     },
-    openapi_extra=IMAGE_BODY,
+    openapi_extra=image_body("/embed"),
 )
 async def embed(
     request: Request,

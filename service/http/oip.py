@@ -65,25 +65,27 @@ async def model_ready(request: Request, plane: PlaneDep, name: str, version: str
     return JSONResponse({"name": served.name, "version": str(served.version), "ready": True})
 
 
-@router.post("/models/{name}/versions/{version}/infer", include_in_schema=False)
-@router.post(
-    "/models/{name}/infer",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {"type": "object"},
-                    "example": {
-                        "inputs": [{"name": INPUT_NAME, "shape": [1, 784], "datatype": "UINT8", "data": [0] * 784}],
-                        "outputs": [{"name": "probabilities"}, {"name": "label"}],
-                    },
-                }
-            },
-        }
-    },
-    responses={200: {"content": {"application/json": {}, "application/octet-stream": {}}}},
-)
+INFER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object"},
+                "example": {
+                    "inputs": [{"name": INPUT_NAME, "shape": [1, 784], "datatype": "UINT8", "data": [0] * 784}],
+                    "outputs": [{"name": "probabilities"}, {"name": "label"}],
+                },
+            }
+        },
+    }
+}
+INFER_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {}, "application/octet-stream": {}}}
+}
+
+
+@router.post("/models/{name}/versions/{version}/infer", openapi_extra=INFER_BODY, responses=INFER_ANSWERS)
+@router.post("/models/{name}/infer", openapi_extra=INFER_BODY, responses=INFER_ANSWERS)
 async def infer(request: Request, plane: PlaneDep, name: str, version: str | None = None) -> Response:
     """Infer with one `images` tensor; JSON or binary tensor data in and out. `/models/{name}/versions/{version}/infer`
     pins a version; without it the newest loaded version answers, named in `model_version`."""

@@ -23,10 +23,10 @@ from service.http.schemas import ProtocolErrorResponse, error_responses
 ERRORS = error_responses(
     ProtocolErrorResponse,
     {
-        400: "malformed request, or a version that did not load (nothing served changed)",
+        400: "malformed request, or a version that did not load or is not in the repository (nothing served changed)",
         401: "missing or wrong API key",
         403: "no API keys set: the repository API is off",
-        404: "unknown model or version",
+        404: "unknown model",
     },
 )
 router = APIRouter(prefix=f"{PROTOCOL_PREFIX}/repository", tags=["model repository"], responses=ERRORS)

@@ -90,8 +90,12 @@ class ModelsResponse(BaseModel):
     models: list[ModelInfo]
 
 
+class LiveResponse(BaseModel):
+    status: Literal["ok"]
+
+
 class HealthResponse(BaseModel):
-    status: Literal["ok", "ready", "not ready"]
+    status: Literal["ready", "not ready"]
     models: list[str] = []
     failed: dict[str, str] = Field(default_factory=dict, description="models that did not load, with the reason")
 

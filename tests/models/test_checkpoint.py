@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,17 @@ def test_round_trip_rebuilds_the_same_model_from_the_card(tmp_path: Path) -> Non
     assert torch.equal(loaded.model.classify(x), model.classify(x))
     assert torch.equal(loaded.model.reconstruct(x), model.reconstruct(x))
     assert not loaded.model.training
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_the_weights_get_the_mode_the_card_gets_from_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    previous = os.umask(umask)
+    try:
+        _, directory = saved(tmp_path)
+    finally:
+        os.umask(previous)
+    modes = {name: stat.S_IMODE((directory / name).stat().st_mode) for name in (WEIGHTS_FILE, CARD_FILE)}
+    assert modes == {WEIGHTS_FILE: mode, CARD_FILE: mode}
 
 
 def test_tampered_weights_are_refused(tmp_path: Path) -> None:

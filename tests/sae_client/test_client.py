@@ -43,13 +43,23 @@ def test_every_image_form_gives_the_same_answer(server: str, tmp_path: Path) -> 
         assert [p["label"] for p in stacked] == [p["label"] for p in batch]
 
 
-def test_embed_and_reconstruct_shapes(server: str) -> None:
+def test_embed_and_reconstruct_shapes_and_versions(server: str) -> None:
     images = np.stack([digit_like(i) for i in range(3)])
     with Client(server, api_key="secret", model="mnist") as client:
-        assert client.embed(images).shape == (3, 256)
-        assert client.embed(images[0], layer=1).shape == (400,)
-        rebuilt, errors = client.reconstruct(images)
-        assert rebuilt.shape == (3, 28, 28) and rebuilt.dtype == np.uint8 and errors.shape == (3,)
+        codes = client.embed(images)
+        assert codes.embeddings.shape == (3, 256) and codes.layer == 2 and codes.model_version == 1
+        assert client.embed(images[0], layer=1, version=1).embeddings.shape == (400,)
+        rebuilt = client.reconstruct(images, version=1)
+        assert rebuilt.pixels.shape == (3, 28, 28) and rebuilt.pixels.dtype == np.uint8 and rebuilt.model_version == 1
+        assert np.asarray(rebuilt.reconstruction_error).shape == (3,)
+        one = client.reconstruct(images[0])
+        assert one.pixels.shape == (28, 28) and isinstance(one.reconstruction_error, float)
+        assert one.reconstruction_error == pytest.approx(float(np.asarray(rebuilt.reconstruction_error)[0]))
+        assert client.classify(images[0], version=1)["model_version"] == 1
+        for call in (client.classify, client.reconstruct, client.embed):
+            with pytest.raises(SAEError) as refused:
+                call(images, version=9)
+            assert refused.value.status_code == 404 and "has no version 9" in refused.value.detail
         assert {m["name"] for m in client.models()} == {"mnist", "fashion-mnist"}
 
 
@@ -70,7 +80,8 @@ def test_the_async_client_matches_the_sync_one(server: str) -> None:
     async def run() -> list[list[int]]:
         async with AsyncClient(server, api_key="secret") as client:
             results = await asyncio.gather(*(client.classify(images) for _ in range(5)))
-            assert (await client.embed(images)).shape == (4, 256)
+            assert (await client.embed(images, version=1)).embeddings.shape == (4, 256)
+            assert (await client.reconstruct(images[0], version=1)).model_version == 1
             return [[p["label"] for p in r] for r in results]
 
     assert asyncio.run(run()) == [expected] * 5

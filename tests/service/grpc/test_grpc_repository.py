@@ -112,7 +112,8 @@ def test_the_repository_rpcs_refuse_what_they_must(versioned_server: Server, tin
         assert code == "INVALID_ARGUMENT" and "unknown parameters ['config']" in message
         with pytest.raises(grpc.RpcError) as caught:
             version_call(versioned_server, "RepositoryModelLoad", 9)
-        assert caught.value.code() == grpc.StatusCode.NOT_FOUND and "has no version 9" in str(caught.value.details())
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "has no version 9 in the repository" in str(caught.value.details())
         broken = add_version(tiny_artifacts, 3, seed=3)
         (broken / "model.safetensors").write_bytes(b"not weights")
         with pytest.raises(grpc.RpcError) as caught:

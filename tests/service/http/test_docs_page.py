@@ -1,6 +1,7 @@
 """/docs and /redoc in a real headless Chromium with every address but the service's cut off (slow)."""
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from tests.checkpoints import write_tiny_artifacts
 from tests.servers import start_server
 
 pytestmark = pytest.mark.slow
+UPLOAD_EXAMPLE = "curl -F file=@docs/samples/digit-7.png -F file=@docs/samples/digit-2.png http://127.0.0.1:8000"
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +61,11 @@ def test_the_docs_list_every_operation_with_no_internet(server: str, page_path: 
                 for element in page.locator("[data-section-id^='operation/']").all()
             ]
         page.screenshot(path=str(Path(os.environ.get("SAE_DOCS_SCREENSHOTS", tmp_path)) / f"{page_path[1:]}.png"))
+        if page_path == "/docs":  # Swagger UI shows an operation's request body once it is opened
+            for operation in ("classify", "reconstruct", "embed"):
+                page.click(f"#operations-inference-{operation}_{operation}_post .opblock-summary")
+        page.wait_for_function(f"document.body.innerText.split({UPLOAD_EXAMPLE!r}).length === 4", timeout=10000)
+        uploads = re.findall(re.escape(UPLOAD_EXAMPLE) + r"(/\w+)", page.inner_text("body"))
         browser.close()
     # ReDoc's own "powered by" footer logo comes from Redocly's host; offline it stays blank, nothing else does.
     assert [url for url in outside if not url.endswith("/redoc/logo-mini.svg")] == [], outside
@@ -66,3 +73,4 @@ def test_the_docs_list_every_operation_with_no_internet(server: str, page_path: 
         assert sorted(s.replace("\u200b", "") for s in shown) == sorted(expected)
     else:
         assert len(shown) == len(expected)
+    assert sorted(uploads) == ["/classify", "/embed", "/reconstruct"]  # the multipart body's example, per route

@@ -32,7 +32,8 @@ def test_undecodable_and_unsupported_images(client: TestClient) -> None:
     assert_error(client.post("/classify", files=upload(png_bytes(digit_like(0))[:60])), 400, "truncated or damaged")
     ico = io.BytesIO()
     Image.fromarray(digit_like(0)).save(ico, format="ICO")
-    assert_error(client.post("/classify", files=upload(ico.getvalue(), "x.ico")), 415, "ICO image", "PNG")
+    response = client.post("/classify", files=upload(ico.getvalue(), "x.ico"))
+    assert_error(response, 415, "is in the ICO format; accepted formats are BMP, GIF, JPEG, PNG, TIFF, WEBP")
 
 
 def test_unsupported_content_type_is_415(client: TestClient) -> None:
@@ -86,9 +87,16 @@ def test_invalid_json_is_400(client: TestClient) -> None:
     assert_error(response, 400, "not valid JSON")
 
 
-def test_unacceptable_accept_header_is_406(client: TestClient) -> None:
-    response = client.post("/embed", files=upload(png_bytes(digit_like(0))), headers={"Accept": "text/csv"})
-    assert_error(response, 406, "offers application/json, application/x-npy")
+def test_unacceptable_accept_header_is_406_on_every_inference_route(client: TestClient) -> None:
+    for path, offered in (
+        ("/classify", "offers application/json"),
+        ("/reconstruct", "offers image/png, application/json"),
+        ("/embed", "offers application/json, application/x-npy"),
+    ):
+        response = client.post(path, files=upload(png_bytes(digit_like(0))), headers={"Accept": "text/csv"})
+        assert_error(response, 406, "cannot answer with 'text/csv'", offered)
+    answered = client.post("/classify", files=upload(png_bytes(digit_like(0))), headers={"Accept": "text/*, */*;q=0.1"})
+    assert answered.status_code == 200 and answered.headers["content-type"] == "application/json"
 
 
 def test_bad_query_values_are_422(client: TestClient) -> None:

@@ -18,7 +18,7 @@ def test_models_lists_cards_facts(client: TestClient) -> None:
 
 
 def test_health_probes(client: TestClient) -> None:
-    assert client.get("/health/live").json() == {"status": "ok", "models": [], "failed": {}}
+    assert client.get("/health/live").json() == {"status": "ok"}
     assert client.get("/health/ready").json() == {"status": "ready", "models": ["fashion-mnist", "mnist"], "failed": {}}
 
 
@@ -31,9 +31,17 @@ def test_docs_show_an_example_for_each_endpoint(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     for path in ("/classify", "/reconstruct", "/embed"):
-        content = spec["paths"][path]["post"]["requestBody"]["content"]
+        body = spec["paths"][path]["post"]["requestBody"]
+        content = body["content"]
         assert "multipart/form-data" in content
+        command = (
+            f"curl -F file=@docs/samples/digit-7.png -F file=@docs/samples/digit-2.png http://127.0.0.1:8000{path}"
+        )
+        assert f"`{command}`" in body["description"]
         assert len(content["application/json"]["example"]["images"][0]) == 28
+    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        example = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["example"]
+        assert example["inputs"][0]["shape"] == [1, 784], path
 
 
 def test_unknown_route_says_where_to_look(client: TestClient) -> None:
