@@ -7,6 +7,7 @@ version 1 of that model, so folders written before versions existed keep working
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -41,10 +42,27 @@ def save_checkpoint(model: StackedAutoencoder, card: ModelCard, directory: Path)
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_FILE
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    weights.write_bytes(save(state))  # not save_file: its temporary file's 0600 would survive, unreadable to others
+    write_whole(weights, save(state))
     written = replace(card, config=model.config, weights_file=WEIGHTS_FILE, weights_sha256=sha256_file(weights))
-    (directory / CARD_FILE).write_text(json.dumps(written.to_dict(), indent=2) + "\n")
+    write_whole(directory / CARD_FILE, (json.dumps(written.to_dict(), indent=2) + "\n").encode())
     return written
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write `path` whole or not at all: a temporary file beside it, renamed over it. The temporary file is made as
+    open() makes a file (0666 less the umask: 0644 as a rule), so another user can serve what one user trained;
+    a server reading the old file keeps its copy."""
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(staged, path)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
 
 
 def is_checkpoint(directory: Path) -> bool:

@@ -188,6 +188,7 @@ class Client(_Base[httpx.Client]):
     def reconstruct(
         self, images: Images, model: str | None = None, resize: bool = False, version: int | None = None
     ) -> Reconstructions:
+        """Reconstructed uint8 pixels, (N, 28, 28) or (28, 28), their errors, and the model version."""
         path, kwargs, single = _prepare(
             "reconstruct", images, model or self.model, resize, "application/json", version=version
         )
@@ -196,6 +197,7 @@ class Client(_Base[httpx.Client]):
     def embed(
         self, images: Images, model: str | None = None, layer: int = 2, resize: bool = False, version: int | None = None
     ) -> Embeddings:
+        """float32 codes, (N, dim) or (dim,), their layer, and the model version."""
         path, kwargs, single = _prepare(
             "embed", images, model or self.model, resize, "application/x-npy", layer=layer, version=version
         )
@@ -239,6 +241,7 @@ class AsyncClient(_Base[httpx.AsyncClient]):
     async def reconstruct(
         self, images: Images, model: str | None = None, resize: bool = False, version: int | None = None
     ) -> Reconstructions:
+        """Reconstructed uint8 pixels, (N, 28, 28) or (28, 28), their errors, and the model version."""
         path, kwargs, single = _prepare(
             "reconstruct", images, model or self.model, resize, "application/json", version=version
         )
@@ -247,6 +250,7 @@ class AsyncClient(_Base[httpx.AsyncClient]):
     async def embed(
         self, images: Images, model: str | None = None, layer: int = 2, resize: bool = False, version: int | None = None
     ) -> Embeddings:
+        """float32 codes, (N, dim) or (dim,), their layer, and the model version."""
         path, kwargs, single = _prepare(
             "embed", images, model or self.model, resize, "application/x-npy", layer=layer, version=version
         )

@@ -185,6 +185,8 @@ def find_model(loaded: LoadedModels, name: str, version: int | None = None) -> S
     if name not in loaded.models:
         if name in loaded.failures and reason:
             raise NotReady(f"model {name!r} version {version} is not loaded: {reason}")
+        if name in loaded.failures and version is not None:
+            raise NotFound(f"model {name!r} has no version {version}; it serves none: {loaded.failures[name]}")
         if name in loaded.failures:
             raise NotReady(f"model {name!r} is not loaded: {loaded.failures[name]}")
         known = ", ".join(loaded.names) or "none"

@@ -20,11 +20,16 @@ def cut(text: str, limit: int = QUOTED_CHARACTERS) -> str:
 
 
 def quoted(value: object, limit: int = QUOTED_CHARACTERS) -> str:
-    """What the client sent, as Python writes it (`'abc'`, `[1, 2]`), cut to about `limit` characters and marked
-    so: every error text quotes client input through this or `cut`."""
-    if isinstance(value, str | bytes) and len(value) > limit:
-        return f"{value[:limit]!r}... (cut: {len(value):,} characters in all)"
-    return cut(repr(value), limit)
+    """What the client sent, as Python writes it (`'abc'`, `[1, 2]`), at most `limit` characters of that writing
+    and marked where cut, with the size of what was sent: every error text quotes client input through this or
+    `cut`."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    sizes = {str: "characters", bytes: "bytes", list: "items", tuple: "items", dict: "items"}
+    unit = next((name for kind, name in sizes.items() if isinstance(value, kind)), "")
+    size = f"{len(value):,} {unit}" if unit else f"{len(text):,} characters written"  # type: ignore[arg-type]
+    return f"{text[:limit]}... (cut: {size} in all)"
 
 
 class ServiceError(Exception):

@@ -155,7 +155,7 @@ def load_models(
             index.append(IndexEntry(name, version, state, reasons.get(version, ""), card))
         if loaded:
             versions[name] = loaded
-        elif plan.unloaded or (not wanted and plan.removed):
+        elif plan.unloaded or (not wanted and plan.base is not None and plan.removed & plan.base):
             failures[name] = "unloaded through the repository API"
             unloaded.add(name)
         else:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.core.errors import UndecodableInput
+from service.core.errors import UndecodableInput, quoted
 from service.core.forward import AllOutputs
 from service.core.pixels import Batch, Limits
 from service.core.tensors import (
@@ -63,6 +63,8 @@ def input_pixels(header: dict[str, Any], binary: bytes, limits: Limits) -> Batch
     tensor = image_tensor(given.get("name"), given.get("datatype"), given.get("shape"), limits)
     size = (given.get("parameters") or {}).get("binary_data_size")
     if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise UndecodableInput(f"binary_data_size must be a whole number of bytes, found {quoted(size)}")
         if len(binary) != size:
             raise UndecodableInput(f"binary_data_size {size} does not match the {len(binary)} bytes after the JSON")
         return tensor_pixels(tensor, raw_values(tensor, binary, f"binary_data_size {size}"), "input data")

@@ -174,3 +174,19 @@ def test_the_card_round_trips_through_json() -> None:
     card = make_card("letters", ["a", "b", "c"], Framing(box=24, centre_by_mass=False))
     card = ModelCard.from_dict(json.loads(json.dumps({**card.to_dict(), "weights_sha256": "0" * 64})))
     assert card.class_names == ("a", "b", "c") and card.framing == Framing(24, False) and card.config.num_classes == 3
+
+
+def test_saving_again_replaces_the_files_whole_with_the_umasks_mode(tmp_path: Path) -> None:
+    _, directory = saved(tmp_path)
+    weights = directory / WEIGHTS_FILE
+    weights.chmod(0o600)  # as an earlier version left them
+    before = weights.stat().st_ino
+    previous = os.umask(0o022)
+    try:
+        saved(tmp_path)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(weights.stat().st_mode) == 0o644
+    assert weights.stat().st_ino != before  # a new file renamed over the old one, not the old one rewritten
+    assert not [p for p in directory.iterdir() if p.name.endswith(".tmp")]
+    load_checkpoint(directory)

@@ -231,6 +231,8 @@ def test_unloading_the_only_loaded_version_says_why_and_is_no_failure(versioned:
             assert status == 503 and "unloaded through the repository API" in str(answer["detail"]), query
         status, answer, _ = classify(client, "&version=2", **KEY)
         assert status == 503 and "not in the version policy latest:1" in str(answer["detail"])
+        status, answer, _ = classify(client, "&version=9", **KEY)
+        assert status == 404 and "has no version 9" in str(answer["detail"])  # none served, and none such
         ready = client.get("/health/ready").json()
         assert ready["models"] == ["fashion-mnist"] and ready["failed"] == {}
         models = {m["name"]: m for m in client.get("/models", headers=KEY).json()["models"]}
