@@ -180,22 +180,24 @@ class RepositoryAdmin:
 
 
 def find_model(loaded: LoadedModels, name: str, version: int | None = None) -> ServedModel:
-    """The model's newest loaded version, or the version asked for."""
+    """The model's newest loaded version, or the version asked for; on every request, so the answer comes first
+    and the reasons are looked up only for a refusal."""
+    versions = loaded.versions.get(name)
+    if versions is not None:
+        if version is None:
+            return loaded.models[name]
+        if version in versions:
+            return versions[version]
     reason = next((e.reason for e in loaded.index if e.name == name and e.version == version), "")
-    if name not in loaded.models:
-        if name in loaded.failures and reason:
+    if versions is None:
+        if name not in loaded.failures:
+            known = ", ".join(loaded.names) or "none"
+            raise NotFound(f"unknown model {quoted(name)}; known models: {known}")
+        if reason:
             raise NotReady(f"model {name!r} version {version} is not loaded: {reason}")
-        if name in loaded.failures and version is not None:
+        if version is not None:
             raise NotFound(f"model {name!r} has no version {version}; it serves none: {loaded.failures[name]}")
-        if name in loaded.failures:
-            raise NotReady(f"model {name!r} is not loaded: {loaded.failures[name]}")
-        known = ", ".join(loaded.names) or "none"
-        raise NotFound(f"unknown model {quoted(name)}; known models: {known}")
-    if version is None:
-        return loaded.models[name]
-    versions = loaded.versions[name]
-    if version in versions:
-        return versions[version]
+        raise NotReady(f"model {name!r} is not loaded: {loaded.failures[name]}")
     served = ", ".join(map(str, versions))
     if reason:
         raise NotReady(f"model {name!r} version {version} is not loaded: {reason}; loaded versions: {served}")
