@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from models.errors import CheckpointError
+from models.ood import OutOfDistribution
 from models.sae import SAEConfig
 
-FORMAT_VERSION = 3  # 3 added `calibration`; 2 added `framing`
+FORMAT_VERSION = 4  # 4 added `ood`; 3 added `calibration`; 2 added `framing`
 PERCENTILES = ("p50", "p90", "p99", "p99.9")
 
 
@@ -73,6 +74,7 @@ class ModelCard:
     recipe: dict[str, Any] = field(default_factory=dict)  # the recipe's settings, as training ran them
     provenance: dict[str, Any] = field(default_factory=dict)
     calibration: Calibration | None = None  # cards before format 3 have none: temperature 1
+    ood: OutOfDistribution | None = None  # cards before format 4 have none: flagged by reconstruction error
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +90,7 @@ class ModelCard:
             "weights_sha256": self.weights_sha256,
             "provenance": self.provenance,
             **({"calibration": asdict(self.calibration)} if self.calibration else {}),
+            **({"ood": asdict(self.ood)} if self.ood else {}),
         }
 
     @classmethod
@@ -147,9 +150,10 @@ class ModelCard:
                 test_nll_after=reader.number("test_nll_after"),
             )
         known = {"format_version", "dataset", "class_names", "framing", "config", "metrics", "pretraining"}
-        known |= {"recipe", "weights_file", "weights_sha256", "provenance", "calibration"}
+        known |= {"recipe", "weights_file", "weights_sha256", "provenance", "calibration", "ood"}
         # format 1 kept provenance at the top level
         provenance = dict(card.raw.get("provenance") or {k: v for k, v in card.raw.items() if k not in known})
+        ood = _ood(card.section("ood"), config.depth + 1) if version >= 4 and "ood" in card.raw else None
         return cls(
             dataset=dataset,
             class_names=class_names,
@@ -163,6 +167,7 @@ class ModelCard:
             recipe=recipe,
             provenance=provenance,
             calibration=calibration,
+            ood=ood,
         )
 
     @property
@@ -177,6 +182,36 @@ class ModelCard:
     def temperature(self) -> float:
         """What the service divides the logits by before the softmax: 1 on cards without calibration."""
         return self.calibration.temperature if self.calibration is not None else 1.0
+
+
+def _file_name(reader: "_Reader", key: str) -> str:
+    """A file's name in the checkpoint's folder: no folder of its own, so a card cannot point outside."""
+    name = reader.text(key)
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise CheckpointError(
+            f"{reader.where}: '{key}' must be a file name in the checkpoint's folder, found {name!r}"[:300]
+        )
+    return name
+
+
+def _ood(reader: "_Reader", parts: int) -> OutOfDistribution:
+    """`parts`: the input and each encoder layer."""
+    means, stds = reader.reals("layer_log_means", parts), reader.reals("layer_log_stds", parts)
+    if min(stds) <= 0 or reader.number("reconstruction_log_std") <= 0:
+        raise CheckpointError(f"{reader.where}: every standard deviation must be above 0")
+    return OutOfDistribution(
+        score=reader.text("score"),
+        false_flag_rate=reader.number("false_flag_rate"),
+        threshold=reader.real("threshold"),
+        layer_log_means=means,
+        layer_log_stds=stds,
+        reconstruction_log_mean=reader.real("reconstruction_log_mean"),
+        reconstruction_log_std=reader.number("reconstruction_log_std"),
+        flat_std=reader.number("flat_std"),
+        validation_examples=reader.integer("validation_examples"),
+        file=_file_name(reader, "file"),
+        sha256=reader.text("sha256"),
+    )
 
 
 class _Reader:
@@ -222,6 +257,20 @@ class _Reader:
         if not isinstance(value, bool):
             raise self._wrong(key, "true or false")
         return value
+
+    def real(self, key: str) -> float:
+        """A finite number of either sign."""
+        value = self._get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise self._wrong(key, "a finite number")
+        return float(value)
+
+    def reals(self, key: str, count: int) -> tuple[float, ...]:
+        """`count` finite numbers of either sign."""
+        value = self._get(key)
+        if not isinstance(value, list | tuple) or len(value) != count:
+            raise self._wrong(key, f"a list of {count} numbers")
+        return tuple(_Reader({key: v}, self.where).real(key) for v in value)
 
     def number(self, key: str) -> float:
         value = self._get(key)

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save
 
 from models.card import ModelCard
 from models.errors import CheckpointError
+from models.ood import Detector, Judge, ReconstructionOnly
 from models.sae import StackedAutoencoder
 
 WEIGHTS_FILE = "model.safetensors"
@@ -27,6 +28,7 @@ class LoadedCheckpoint:
     model: StackedAutoencoder
     card: ModelCard
     path: Path
+    judge: Judge  # the out-of-distribution score and flag: the card's fitted one, else reconstruction error alone
 
 
 def sha256_file(path: Path) -> str:
@@ -37,13 +39,22 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(model: StackedAutoencoder, card: ModelCard, directory: Path) -> ModelCard:
-    """Write the weights, then the card with the model's config and the weights' sha256; return that card."""
+def save_checkpoint(
+    model: StackedAutoencoder, card: ModelCard, directory: Path, ood_tensors: dict[str, torch.Tensor] | None = None
+) -> ModelCard:
+    """Write the weights (and the out-of-distribution score's tensors where the card has a score), then the card
+    with the model's config and the files' sha256; return that card."""
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_FILE
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     write_whole(weights, save(state))
     written = replace(card, config=model.config, weights_file=WEIGHTS_FILE, weights_sha256=sha256_file(weights))
+    if card.ood is not None:
+        if ood_tensors is None:
+            raise ValueError("a card with an out-of-distribution score needs its tensors (means, precision)")
+        ood_file = directory / card.ood.file
+        write_whole(ood_file, save({k: v.detach().cpu().contiguous() for k, v in ood_tensors.items()}))
+        written = replace(written, ood=replace(card.ood, sha256=sha256_file(ood_file)))
     write_whole(directory / CARD_FILE, (json.dumps(written.to_dict(), indent=2) + "\n").encode())
     return written
 
@@ -144,4 +155,27 @@ def load_checkpoint(
     except (KeyError, ValueError, RuntimeError, TypeError) as e:
         raise CheckpointError(f"{directory}: weights do not fit the card's config: {e}") from e
     model.to(device).eval()
-    return LoadedCheckpoint(model=model, card=card, path=directory)
+    return LoadedCheckpoint(model=model, card=card, path=directory, judge=_judge(card, directory, device))
+
+
+def _judge(card: ModelCard, directory: Path, device: torch.device | str) -> Judge:
+    """The card's fitted out-of-distribution score, its tensors checked against the card; reconstruction error
+    alone on cards written before there was one."""
+    if card.ood is None:
+        return ReconstructionOnly(card.error_threshold)
+    path = directory / card.ood.file
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: the card's out-of-distribution score needs it")
+    if sha256_file(path) != card.ood.sha256:
+        raise CheckpointError(f"{path} does not match its card's sha256; retrain or restore the checkpoint")
+    try:
+        tensors = load_file(str(path))
+        for k, width in enumerate(card.config.widths):  # the input's, then each encoder layer's
+            means, precision = tensors[f"means.{k}"], tensors[f"precision.{k}"]
+            if means.shape != (card.config.num_classes, width) or precision.shape != (width, width):
+                raise ValueError(
+                    f"layer {k}: means {tuple(means.shape)} and precision {tuple(precision.shape)} for {width} units"
+                )
+        return Detector(card.ood, tensors).to(device).eval()
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not the card's out-of-distribution tensors: {e}") from e

@@ -68,6 +68,14 @@ class StackedAutoencoder(nn.Module):
             h = torch.tanh(self.encoders[k](h))  # (B, 400), then (B, 256)
         return h
 
+    def encode_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every encoder layer's output, first to last: [(B, 400), (B, 256)]; the last is `encode`'s code."""
+        layers, h = [], x
+        for encoder in self.encoders:
+            h = torch.tanh(encoder(h))
+            layers.append(h)
+        return layers
+
     def decode(self, code: torch.Tensor, depth: int | None = None) -> torch.Tensor:
         """Mirror of `encode`: tanh back to each hidden width, sigmoid back to pixels."""
         h = code

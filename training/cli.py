@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             fetch(name, args.data_dir)
         result = _train_one(args, name, args.pretrain)
         directory = next_version_dir(directory)  # a new version beside the others; none is overwritten
-        save_checkpoint(result.model, result.card, directory)
+        save_checkpoint(result.model, result.card, directory, result.ood_tensors)
         write_plots(directory, result.model, result.history, result.card, result.metrics, result.test_x, result.test_y)
         print(
             f"{name}: test accuracy {_percent(result.metrics['test_accuracy'])}, "
@@ -131,7 +131,12 @@ def cmd_ablation(args: argparse.Namespace) -> int:
                     )
                     results.append(result)
                     if args.out is not None:
-                        save_checkpoint(result.model, result.card, args.out / name / f"{recipe}-{scheme}-seed{seed}")
+                        save_checkpoint(
+                            result.model,
+                            result.card,
+                            args.out / name / f"{recipe}-{scheme}-seed{seed}",
+                            result.ood_tensors,
+                        )
                 rows.append((name, recipe, scheme, results))
     seeds = ", ".join(map(str, args.seeds))
     print(f"\nmean ± standard deviation over seeds {seeds}:\n")

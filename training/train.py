@@ -13,6 +13,7 @@ from training.calibration import expected_calibration_error, fit_temperature, nl
 from training.data import Dataset
 from training.evaluate import evaluate, logits_and_errors
 from training.loop import StageHistory
+from training.ood import fit_ood
 from training.recipes import Recipe
 from training.schemes import finetune, pretrain, refit_decoders
 from training.teacher import teacher_logits, train_teacher
@@ -30,6 +31,7 @@ class TrainResult:
     test_x: torch.Tensor
     test_y: torch.Tensor
     validation_accuracy: float  # on the held-out split, for choosing recipes without the test set
+    ood_tensors: dict[str, torch.Tensor]  # the out-of-distribution score's means and precision, for save_checkpoint
 
 
 def train(
@@ -90,6 +92,7 @@ def train(
     metrics = evaluate(model, test_x, test_y, data.class_names)
     validation_logits, validation_errors = logits_and_errors(model, validation_x)
     calibration = calibrate(model, validation_logits, validation_errors, validation_y, test_x, test_y)
+    detector, ood_tensors = fit_ood(model, train_x, train_y, validation_x)
     settings = recipe.to_dict()
     card = ModelCard(
         dataset=data.name,
@@ -103,9 +106,10 @@ def train(
         weights_sha256="",
         provenance=provenance(data, seed, dry_run, seconds, history, device, teacher_accuracy),
         calibration=calibration,
+        ood=detector.params,
     )
     validation_accuracy = (validation_logits.argmax(1) == validation_y).double().mean().item()
-    return TrainResult(model, history, metrics, card, test_x, test_y, validation_accuracy)
+    return TrainResult(model, history, metrics, card, test_x, test_y, validation_accuracy, ood_tensors)
 
 
 def calibrate(

@@ -118,7 +118,7 @@ def train_both(
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         result = train(data, "greedy", recipe_for("default", name), 0, device, dry_run=quick)
-        save_checkpoint(result.model, result.card, served / name)
+        save_checkpoint(result.model, result.card, served / name, result.ood_tensors)
         accuracy = result.metrics["test_accuracy"]
         stages = {s["name"]: s["seconds"] for s in result.card.provenance["stages"]}
         reference_card = load_checkpoint(reference / name).card

@@ -1,8 +1,11 @@
 """Out-of-distribution detectors measured on the served models: which score tells a model's own test images from
 the other data set's, blank, constant, noise and inverted images.
 
-Scores (higher: less like the training data), each fitted on the model's training images (the split its card was
-trained on, validation images held out) and thresholded on its validation split at a 5% false-flag rate:
+First the served score and flag, as the checkpoint holds them (models/ood.py: the card's threshold, and flat
+images flagged whatever their score), then the same score without the flat-image rule, then the candidates it was
+chosen from. Scores (higher: less like the training data), each fitted on the model's training images (the split its
+card was trained on, validation images held out) and thresholded on its validation split at the served false-flag
+rate (training/ood.py):
 
 - reconstruction: the autoencoder's mean squared error, what the service flags today;
 - energy: -logsumexp of the head's logits (Liu et al. 2020);
@@ -11,7 +14,10 @@ trained on, validation images held out) and thresholded on its validation split 
 - knn: 1 - the cosine similarity of the normalised 256-d code to its k-th nearest training code (Sun et al. 2022,
   k = 50);
 - mahalanobis+reconstruction: the sum of both scores, each standardised on the validation split;
-- max(mahalanobis, reconstruction): the larger of the two standardised scores, so that either alone can flag.
+- max(mahalanobis, reconstruction): the larger of the two standardised scores, so that either alone can flag;
+- mahalanobis at the first layer: the same distance over the 400-d first hidden layer;
+- mahalanobis(input, layers)+reconstruction, served: the standardised logs of the input's and both layers' distances and
+  of the reconstruction error summed (models/ood.py).
 
 For each model and score it prints the AUROC of the other data set's test images against the model's own, the
 false-flag rate on the model's own test images, and the flag rate on each foreign set, as OpenOOD reports them.
@@ -27,11 +33,14 @@ import torch
 
 from bench.harness import ROOT
 from models import StackedAutoencoder, load_checkpoint, to_model_input
+from models.ood import Judge
 from training.calibration import validation_split
 from training.data import load_dataset
+from training.ood import FALSE_FLAG_RATE
 
 Score = Callable[[torch.Tensor], torch.Tensor]
-FALSE_FLAGS = 0.05  # the share of the validation split flagged: the threshold's one parameter
+Flag = Callable[[torch.Tensor], torch.Tensor]
+FALSE_FLAGS = FALSE_FLAG_RATE  # the share of the validation split flagged: the threshold's one parameter
 OTHER = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}
 
 
@@ -58,16 +67,27 @@ def auroc(inside: torch.Tensor, outside: torch.Tensor) -> float:
     return float((average_rank[inverse][n_in:].sum() - n_out * (n_out + 1) / 2) / (n_in * n_out))
 
 
+def gaussians(features: torch.Tensor, labels: torch.Tensor) -> Score:
+    """The smallest squared Mahalanobis distance to a class mean, one covariance shared by the classes."""
+    classes = labels.unique()
+    means = torch.stack([features[labels == c].mean(0) for c in classes])  # (C, D)
+    centred = features - means[torch.searchsorted(classes, labels)]
+    covariance = centred.T @ centred / len(features) + 1e-4 * torch.eye(features.shape[1])
+    precision = torch.linalg.inv(covariance.double()).float()
+
+    def distance(f: torch.Tensor) -> torch.Tensor:
+        return torch.stack([((f - m) @ precision * (f - m)).sum(1) for m in means], dim=1).min(1).values
+
+    return distance
+
+
 @torch.inference_mode()
 def detectors(model: StackedAutoencoder, train: torch.Tensor, labels: torch.Tensor, k: int) -> dict[str, Score]:
     """Every score, fitted on these training images."""
-    codes = model.encode(to_model_input(train))  # (N, 256)
-    classes = labels.unique()
-    means = torch.stack([codes[labels == c].mean(0) for c in classes])  # (C, 256)
-    centred = codes - means[torch.searchsorted(classes, labels)]
-    covariance = centred.T @ centred / len(codes) + 1e-4 * torch.eye(codes.shape[1])
-    precision = torch.linalg.inv(covariance.double()).float()
+    x = to_model_input(train)
+    codes = model.encode(x)  # (N, 256)
     bank = torch.nn.functional.normalize(codes, dim=1)
+    code_distance, first_distance = gaussians(codes, labels), gaussians(model.encode(x, 1), labels)
 
     def reconstruction(x: torch.Tensor) -> torch.Tensor:
         return (model.reconstruct(x) - x).pow(2).mean(1)
@@ -76,16 +96,33 @@ def detectors(model: StackedAutoencoder, train: torch.Tensor, labels: torch.Tens
         return -torch.logsumexp(model.head(model.encode(x)), dim=1)  # the head's logits, before its log-softmax
 
     def mahalanobis(x: torch.Tensor) -> torch.Tensor:
-        code = model.encode(x)
-        distances = torch.stack([((code - m) @ precision * (code - m)).sum(1) for m in means], dim=1)
-        return distances.min(1).values
+        return code_distance(model.encode(x))
+
+    def mahalanobis_first_layer(x: torch.Tensor) -> torch.Tensor:
+        return first_distance(model.encode(x, 1))
 
     def knn(x: torch.Tensor) -> torch.Tensor:
         query = torch.nn.functional.normalize(model.encode(x), dim=1)
         similarity = torch.cat([(chunk @ bank.T).topk(k, dim=1).values[:, -1] for chunk in query.split(1000)])
         return 1 - similarity
 
-    return {"reconstruction": reconstruction, "energy": energy, "mahalanobis": mahalanobis, "knn": knn}
+    return {
+        "reconstruction": reconstruction,
+        "energy": energy,
+        "mahalanobis": mahalanobis,
+        "mahalanobis at the first layer": mahalanobis_first_layer,
+        "knn": knn,
+    }
+
+
+def served(model: StackedAutoencoder, judge: Judge) -> tuple[Score, Flag]:
+    """The checkpoint's score and flag, from the one pass the service makes."""
+
+    def passes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        layers = model.encode_layers(x)
+        return judge(x, layers, model.decode(layers[-1]))
+
+    return (lambda x: passes(x)[0]), (lambda x: passes(x)[1])
 
 
 def combinations(mahalanobis: Score, reconstruction: Score, validation: torch.Tensor) -> dict[str, Score]:
@@ -112,6 +149,8 @@ def main() -> None:
     for name in ("mnist", "fashion-mnist"):
         checkpoint = load_checkpoint(args.artifacts / name)
         model = checkpoint.model.eval()
+        if checkpoint.card.ood is None:
+            raise SystemExit(f"{checkpoint.path}: a card without a fitted out-of-distribution score; retrain it")
         data, other = load_dataset(name), load_dataset(OTHER[name])
         seed = int(checkpoint.card.provenance.get("seed", 0))  # type: ignore[call-overload]
         train_index, validation_index = validation_split(data.train_labels, 5000, seed)
@@ -121,19 +160,30 @@ def main() -> None:
         foreign = foreign_sets(other.test_images, data.test_images)
         sets = {key: to_model_input(images) for key, images in foreign.items()}
         scores |= combinations(scores["mahalanobis"], scores["reconstruction"], validation)
-        print(f"\n{name} (seed {seed}): own test images, {OTHER[name]} test images, and synthetic sets")
+        ood = checkpoint.card.ood
+        print(
+            f"\n{name} (seed {seed}, {checkpoint.path}): own test images, {OTHER[name]} test images, and synthetic "
+            f"sets; served: {ood.score}, threshold {ood.threshold:.4f} ({ood.false_flag_rate:.0%} of "
+            f"{ood.validation_examples:,} validation images), flat under pixel std {ood.flat_std:.4f}"
+        )
         columns = ["AUROC vs other", "own flagged", *[f"{key} flagged" for key in sets]]
         print("| score | " + " | ".join(columns) + " |")
         print("|---|" + "---|" * len(columns))
+        served_score, served_flag = served(model, checkpoint.judge)
+        rows: list[tuple[str, Score, Flag]] = [
+            ("served: score and flat images", served_score, served_flag),
+            ("served score alone", served_score, lambda x, s=served_score, t=ood.threshold: s(x) > t),  # type: ignore[misc]
+        ]
         for score_name, score in scores.items():
             threshold = torch.quantile(score(validation), 1 - FALSE_FLAGS)
-            inside = score(own)
+            rows.append((score_name, score, lambda x, s=score, t=threshold: s(x) > t))  # type: ignore[misc]
+        for row_name, score, flag in rows:
             cells = [
-                f"{auroc(inside, score(sets['other data set'])):.4f}",
-                f"{(inside > threshold).float().mean():.1%}",
+                f"{auroc(score(own), score(sets['other data set'])):.4f}",
+                f"{flag(own).float().mean():.1%}",
             ]
-            cells += [f"{(score(images) > threshold).float().mean():.1%}" for images in sets.values()]
-            print(f"| {score_name} | " + " | ".join(cells) + " |")
+            cells += [f"{flag(images).float().mean():.1%}" for images in sets.values()]
+            print(f"| {row_name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

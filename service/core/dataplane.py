@@ -86,7 +86,13 @@ class DataPlane:
             log.critical("no model could be loaded from %s (%s); not starting", self.settings.artifacts_dir, reasons)
             raise NoModelLoaded(f"no model could be loaded from {self.settings.artifacts_dir}: {reasons}")
         wait_s = self.settings.batch_max_wait_ms / 1000
-        batchers = ModelBatchers(self.settings.batch_max_images, wait_s, self.metrics.batch_observer)
+        batchers = ModelBatchers(
+            self.settings.batch_max_images,
+            wait_s,
+            self.metrics.batch_observer,
+            self.settings.max_pending_requests,
+            lambda model: self.metrics.queue_refusals.labels(model).inc(),
+        )
         # A lifespan run inside another (a test client inside a test client) serves with its own batchers, and
         # hands the outer one's back when it ends.
         outer, self._batchers = self._batchers, batchers
@@ -124,7 +130,9 @@ class DataPlane:
     def model_metadata(self, served: ServedModel) -> dict[str, Any]:
         """The model's inputs and outputs; `versions` lists every loaded version."""
         versions = [str(v) for v in self.loaded.versions[served.name]]
-        return model_metadata(served.name, versions, served.class_names, served.model.config.hidden_dims[-1])
+        return model_metadata(
+            served.name, versions, served.class_names, served.model.config.hidden_dims[-1], served.ood_summary
+        )
 
     # Inference.
 

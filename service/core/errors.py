@@ -36,6 +36,7 @@ class ServiceError(Exception):
     """An answer other than success, with the HTTP status that says what kind."""
 
     status_code = 500
+    headers: dict[str, str] = {}  # noqa: RUF012  (read only: what the HTTP answer carries beside its status)
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -88,6 +89,17 @@ class NotReady(ServiceError):
     """The model or version is known but not loaded."""
 
     status_code = 503
+
+
+class Overloaded(ServiceError):
+    """The model's queue is full: refused at once, to be tried again (on another replica, or a moment later).
+    HTTP 503 with Retry-After; gRPC UNAVAILABLE."""
+
+    status_code = 503
+
+    def __init__(self, detail: str, retry_after_s: int = 1) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after_s)}
 
 
 class LoadFailed(ServiceError):

@@ -10,10 +10,14 @@ import torch
 from numpy.typing import NDArray
 
 from models import to_model_input
+from models.ood import reconstruction_errors
 from service.core.pixels import Batch
 from service.core.repository import ServedModel
 
 Floats = NDArray[np.float32]
+
+
+Flags = NDArray[np.bool_]
 
 
 @dataclass
@@ -23,12 +27,23 @@ class Classification:
     # (N, classes) the head's log-probabilities: they rank the classes. The temperature keeps that order in exact
     # arithmetic, but float32 rounding can tie calibrated probabilities that the logits still tell apart.
     scores: Floats
+    ood_scores: Floats  # (N,) the out-of-distribution score (models/ood.py): higher, less like the training images
+    in_distribution: Flags  # (N,) not flagged by it
 
 
 @dataclass
 class Reconstructions:
     pixels: NDArray[np.uint8]  # (N, 28, 28)
     reconstruction_errors: Floats  # (N,)
+    ood_scores: Floats  # (N,)
+    in_distribution: Flags  # (N,)
+
+
+@dataclass
+class Embeddings:
+    vectors: Floats  # (N, 400) or (N, 256)
+    ood_scores: Floats  # (N,)
+    in_distribution: Flags  # (N,)
 
 
 def _input(served: ServedModel, pixels: NDArray[np.uint8]) -> torch.Tensor:
@@ -46,28 +61,42 @@ def _probabilities(served: ServedModel, code: torch.Tensor) -> tuple[Floats, Flo
 
 
 def _errors(rebuilt: torch.Tensor, x: torch.Tensor) -> Floats:
-    return (rebuilt - x).pow(2).mean(1).cpu().numpy()
+    return reconstruction_errors(x, rebuilt).cpu().numpy()
+
+
+def _judged(
+    served: ServedModel, x: torch.Tensor, layers: list[torch.Tensor], rebuilt: torch.Tensor
+) -> tuple[Floats, Flags]:
+    """(the out-of-distribution scores, whether each image is in distribution), from the model's one pass."""
+    assert served.judge is not None  # ServedModel sets it
+    scores, flagged = served.judge(x, layers, rebuilt)
+    return scores.float().cpu().numpy(), (~flagged).cpu().numpy()
 
 
 @torch.inference_mode()
 def classify(served: ServedModel, pixels: NDArray[np.uint8]) -> Classification:
     x = _input(served, pixels)
-    code = served.model.encode(x)  # (N, 256), shared by the classifier and the decoder
-    probabilities, scores = _probabilities(served, code)  # (N, classes) each
-    return Classification(probabilities, _errors(served.model.decode(code), x), scores)
+    layers = served.model.encode_layers(x)  # (N, 400), (N, 256): shared by the classifier, decoder and score
+    rebuilt = served.model.decode(layers[-1])
+    probabilities, scores = _probabilities(served, layers[-1])  # (N, classes) each
+    return Classification(probabilities, _errors(rebuilt, x), scores, *_judged(served, x, layers, rebuilt))
 
 
 @torch.inference_mode()
 def reconstruct(served: ServedModel, pixels: NDArray[np.uint8]) -> Reconstructions:
     x = _input(served, pixels)
-    rebuilt = served.model.reconstruct(x)  # (N, 784) in [0, 1]
+    layers = served.model.encode_layers(x)
+    rebuilt = served.model.decode(layers[-1])  # (N, 784) in [0, 1]
     as_pixels = rebuilt.mul(255).round().to(torch.uint8).view(-1, 28, 28)
-    return Reconstructions(as_pixels.cpu().numpy(), _errors(rebuilt, x))
+    return Reconstructions(as_pixels.cpu().numpy(), _errors(rebuilt, x), *_judged(served, x, layers, rebuilt))
 
 
 @torch.inference_mode()
-def embed(served: ServedModel, pixels: NDArray[np.uint8], layer: int) -> Floats:
-    return served.model.encode(_input(served, pixels), depth=layer).cpu().numpy()  # (N, 400) or (N, 256)
+def embed(served: ServedModel, pixels: NDArray[np.uint8], layer: int) -> Embeddings:
+    x = _input(served, pixels)
+    layers = served.model.encode_layers(x)  # (N, 400), (N, 256)
+    vectors = layers[layer - 1].cpu().numpy()
+    return Embeddings(vectors, *_judged(served, x, layers, served.model.decode(layers[-1])))
 
 
 @dataclass
@@ -77,21 +106,34 @@ class AllOutputs:
     reconstructions: Floats  # (N, 784) in [0, 1]
     reconstruction_errors: Floats  # (N,)
     scores: Floats  # (N, classes) the log-probabilities that rank the classes (see Classification)
+    ood_scores: Floats  # (N,)
+    in_distribution: Flags  # (N,)
 
 
 @torch.inference_mode()
 def all_outputs(served: ServedModel, pixels: NDArray[np.uint8]) -> AllOutputs:
     """Every output of the model in one pass, for protocols that let the client pick outputs."""
     x = _input(served, pixels)
-    code = served.model.encode(x)  # (N, 256)
+    layers = served.model.encode_layers(x)
+    code = layers[-1]  # (N, 256)
     rebuilt = served.model.decode(code)  # (N, 784)
     probabilities, scores = _probabilities(served, code)
-    return AllOutputs(probabilities, code.cpu().numpy(), rebuilt.cpu().numpy(), _errors(rebuilt, x), scores)
+    return AllOutputs(
+        probabilities,
+        code.cpu().numpy(),
+        rebuilt.cpu().numpy(),
+        _errors(rebuilt, x),
+        scores,
+        *_judged(served, x, layers, rebuilt),
+    )
 
 
-def abstained(probabilities: Floats, min_confidence: float) -> NDArray[np.bool_]:
-    """(N,) whether each image's top probability is under `min_confidence`: where a consumer abstains."""
-    refused: NDArray[np.bool_] = probabilities.max(1) < min_confidence
+def abstained(probabilities: Floats, min_confidence: float, in_distribution: Flags) -> Flags:
+    """(N,) where a consumer that asks for `min_confidence` abstains: the top probability is under it, or (any
+    min_confidence above 0) the image is flagged as unlike the training images."""
+    refused: Flags = probabilities.max(1) < min_confidence
+    if min_confidence > 0:
+        refused |= ~in_distribution
     return refused
 
 

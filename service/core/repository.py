@@ -25,6 +25,7 @@ import torch
 
 from models import CheckpointError, ModelCard, StackedAutoencoder, load_checkpoint, resolve_device
 from models.checkpoint import checkpoint_versions, read_card
+from models.ood import Judge, ReconstructionOnly
 from service.core.errors import LoadFailed, NotFound, quoted
 from service.core.versions import Plan, Policies
 
@@ -39,6 +40,30 @@ class ServedModel:
     device: torch.device
     version: int = 1
     path: Path | None = None
+    judge: Judge | None = None  # the out-of-distribution score and flag; None: the card's reconstruction threshold
+
+    def __post_init__(self) -> None:
+        if self.judge is None:
+            self.judge = ReconstructionOnly(self.card.error_threshold)
+
+    @property
+    def ood_threshold(self) -> float:
+        """The score above which an image is flagged as unlike the training images."""
+        return self.card.ood.threshold if self.card.ood is not None else self.card.error_threshold
+
+    @property
+    def ood_summary(self) -> dict[str, object]:
+        """What answers' ood_score means for this version: the score's name, threshold and how it was fitted."""
+        ood = self.card.ood
+        if ood is None:
+            return {"score": "reconstruction", "threshold": self.card.error_threshold, "flat_std": None}
+        return {
+            "score": ood.score,
+            "threshold": ood.threshold,
+            "false_flag_rate": ood.false_flag_rate,
+            "flat_std": ood.flat_std,
+            "validation_examples": ood.validation_examples,
+        }
 
     @property
     def class_names(self) -> list[str]:
@@ -102,7 +127,7 @@ def card_on_disk(folder: Path | None) -> ModelCard | None:
 
 def load_version(name: str, version: int, directory: Path, device: torch.device) -> ServedModel:
     checkpoint = load_checkpoint(directory, device, exactly=True)
-    served = ServedModel(name, checkpoint.model, checkpoint.card, device, version, directory)
+    served = ServedModel(name, checkpoint.model, checkpoint.card, device, version, directory, checkpoint.judge)
     with torch.inference_mode():
         warm = torch.zeros(1, served.model.config.input_dim, device=device)
         served.model.classify(warm)

@@ -65,6 +65,12 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.queue_refusals = Counter(
+            "sae_queue_refusals",
+            "requests refused at once because the model's queue was full",
+            ["model"],
+            registry=self.registry,
+        )
         self.model_loaded = Gauge(
             "sae_model_loaded",
             "1 if the model serves",

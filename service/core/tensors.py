@@ -5,7 +5,8 @@ service/grpc/servicer.py).
 Inputs: one tensor `images`, UINT8 (0-255) or FP32 (0-1, rounded to the nearest 1/255 like the native
 JSON floats), shape [N, 28, 28] or [N, 784], as JSON `data` or as binary tensor data after the JSON
 header (the binary tensor data extension). Outputs, all by default or as the request's `outputs` names:
-probabilities, label, embedding, reconstruction, reconstruction_error, each as JSON or binary data.
+probabilities, label, embedding, reconstruction, reconstruction_error, ood_score, in_distribution, each as JSON or
+binary data (`abstained` with the parameter min_confidence).
 
 The tensor checks (image_tensor, raw_values, tensor_pixels, output_names, min_confidence) and the outputs
 (output_tensors) are the same for both protocols, so that both accept and answer the same.
@@ -38,6 +39,8 @@ def output_metadata(classes: int, code_dim: int) -> list[dict[str, Any]]:
         {"name": "embedding", "datatype": "FP32", "shape": [-1, code_dim]},
         {"name": "reconstruction", "datatype": "FP32", "shape": [-1, IMAGE_SIDE, IMAGE_SIDE]},
         {"name": "reconstruction_error", "datatype": "FP32", "shape": [-1]},
+        {"name": "ood_score", "datatype": "FP32", "shape": [-1]},
+        {"name": "in_distribution", "datatype": "BOOL", "shape": [-1]},
         {"name": "abstained", "datatype": "BOOL", "shape": [-1]},
     ]
 
@@ -49,14 +52,21 @@ OUTPUT_DATATYPES = {output["name"]: output["datatype"] for output in output_meta
 OUTPUTS_HINT = f"outputs must be named from {', '.join(OUTPUT_NAMES)}"
 
 
-def model_metadata(name: str, versions: list[str], class_names: list[str], code_dim: int) -> dict[str, Any]:
+def model_metadata(
+    name: str, versions: list[str], class_names: list[str], code_dim: int, ood: dict[str, object] | None = None
+) -> dict[str, Any]:
+    """`ood`: what the ood_score output means (ServedModel.ood_summary), in the parameters over REST."""
     return {
         "name": name,
         "versions": versions,
         "platform": "pytorch",
         "inputs": [{"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, IMAGE_SIDE, IMAGE_SIDE]}],
         "outputs": output_metadata(len(class_names), code_dim),
-        "parameters": {"class_names": class_names, "input_datatypes": ["UINT8", "FP32"]},
+        "parameters": {
+            "class_names": class_names,
+            "input_datatypes": ["UINT8", "FP32"],
+            **({"ood": ood} if ood is not None else {}),
+        },
     }
 
 
@@ -133,7 +143,8 @@ def output_tensors(
     result: AllOutputs, names: tuple[str, ...], min_confidence: float = 0.0
 ) -> list[tuple[str, str, NDArray[Any]]]:
     """(name, datatype, row-major array) of each named output, in the order named: what REST and gRPC answer.
-    `abstained`: the top probability is under min_confidence."""
+    `abstained`: the top probability is under min_confidence, or min_confidence is above 0 and the image is not in
+    distribution."""
     count = len(result.probabilities)
     values: dict[str, NDArray[Any]] = {
         "probabilities": result.probabilities,
@@ -141,6 +152,8 @@ def output_tensors(
         "embedding": result.embeddings,
         "reconstruction": result.reconstructions.reshape(count, IMAGE_SIDE, IMAGE_SIDE),
         "reconstruction_error": result.reconstruction_errors,
-        "abstained": abstained(result.probabilities, min_confidence),
+        "ood_score": result.ood_scores,
+        "in_distribution": result.in_distribution,
+        "abstained": abstained(result.probabilities, min_confidence, result.in_distribution),
     }
     return [(name, OUTPUT_DATATYPES[name], np.ascontiguousarray(values[name])) for name in names]

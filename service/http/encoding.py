@@ -10,7 +10,7 @@ from PIL import Image
 from starlette.responses import Response
 
 from service.core.errors import NotAcceptable, quoted
-from service.core.forward import Classification, Floats, Reconstructions, abstained
+from service.core.forward import Classification, Embeddings, Flags, Floats, Reconstructions, abstained
 
 
 class FastJSONResponse(Response):
@@ -52,17 +52,18 @@ def classification_json(
     result: Classification,
     class_names: list[str],
     top_k: int,
-    threshold: float,
     min_confidence: float = 0.0,
 ) -> dict[str, object]:
-    """`abstained`: the top probability is under `min_confidence` (the label is given all the same)."""
+    """`abstained`: the top probability is under `min_confidence`, or the image is flagged as unlike the training
+    images and min_confidence is above 0 (the label is given all the same)."""
     probabilities = result.probabilities
     top = np.argsort(-result.scores, axis=1, kind="stable")[:, :top_k].tolist()  # (N, k), one sort for the batch
     rows = probabilities.tolist()
     errors = result.reconstruction_errors.tolist()
-    refused = abstained(probabilities, min_confidence).tolist()
+    refused = abstained(probabilities, min_confidence, result.in_distribution).tolist()
+    judged = zip(result.ood_scores.tolist(), result.in_distribution.tolist(), strict=True)
     predictions = []
-    for probs, order, error, abstain in zip(rows, top, errors, refused, strict=True):
+    for probs, order, error, abstain, (ood, inside) in zip(rows, top, errors, refused, judged, strict=True):
         label = order[0]
         predictions.append(
             {
@@ -71,7 +72,8 @@ def classification_json(
                 "probabilities": dict(zip(class_names, probs, strict=True)),
                 "top_k": [{"label": i, "class_name": class_names[i], "probability": probs[i]} for i in order],
                 "reconstruction_error": error,
-                "in_distribution": error <= threshold,
+                "ood_score": ood,
+                "in_distribution": inside,
                 "abstained": abstain,
             }
         )
@@ -91,9 +93,23 @@ def reconstruction_json(model: str, version: int, result: Reconstructions) -> di
         "model": model,
         "model_version": version,
         "reconstructions": [
-            {"pixels": pixels, "reconstruction_error": error}
-            for pixels, error in zip(result.pixels.tolist(), result.reconstruction_errors.tolist(), strict=True)
+            {"pixels": pixels, "reconstruction_error": error, "ood_score": ood, "in_distribution": inside}
+            for pixels, error, ood, inside in zip(
+                result.pixels.tolist(),
+                result.reconstruction_errors.tolist(),
+                result.ood_scores.tolist(),
+                result.in_distribution.tolist(),
+                strict=True,
+            )
         ],
+    }
+
+
+def judged_headers(ood_scores: Floats, in_distribution: Flags) -> dict[str, str]:
+    """Each image's out-of-distribution score and flag, for answers whose body is an image or an array."""
+    return {
+        "X-OOD-Score": ",".join(f"{s:.6g}" for s in ood_scores.tolist()),
+        "X-In-Distribution": ",".join("true" if inside else "false" for inside in in_distribution.tolist()),
     }
 
 
@@ -103,11 +119,13 @@ def npy_bytes(array: Floats) -> bytes:
     return buffer.getvalue()
 
 
-def embedding_json(model: str, version: int, layer: int, embeddings: Floats) -> dict[str, object]:
+def embedding_json(model: str, version: int, layer: int, embeddings: Embeddings) -> dict[str, object]:
     return {
         "model": model,
         "model_version": version,
         "layer": layer,
-        "dimension": int(embeddings.shape[1]),
-        "embeddings": embeddings.tolist(),
+        "dimension": int(embeddings.vectors.shape[1]),
+        "embeddings": embeddings.vectors.tolist(),
+        "ood_scores": embeddings.ood_scores.tolist(),
+        "in_distribution": embeddings.in_distribution.tolist(),
     }

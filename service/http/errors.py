@@ -32,7 +32,7 @@ def error_body(request: Request, message: str) -> dict[str, str]:
 
 async def service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return JSONResponse(error_body(request, exc.detail), status_code=exc.status_code)
+    return JSONResponse(error_body(request, exc.detail), status_code=exc.status_code, headers=exc.headers or None)
 
 
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -62,6 +62,7 @@ async def list_models(plane: PlaneDep) -> ModelsResponse:
                     "calibration": asdict(card.calibration) if card.calibration else None,
                 },
                 in_distribution_threshold=served.error_threshold,
+                ood=served.ood_summary,
                 device=str(served.device),
                 weights_sha256=card.weights_sha256,
             )

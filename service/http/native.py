@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from models import Framing
 from service.core.dataplane import Body
-from service.core.forward import CLASSIFY, EMBED, RECONSTRUCT, Classification, Floats, Operation, Reconstructions
+from service.core.forward import CLASSIFY, EMBED, RECONSTRUCT, Classification, Embeddings, Operation, Reconstructions
 from service.core.pixels import Batch, Limits, decode_batch
 from service.core.repository import ServedModel
 from service.http.bodies import read_images
@@ -17,6 +17,7 @@ from service.http.encoding import (
     FastJSONResponse,
     classification_json,
     embedding_json,
+    judged_headers,
     negotiate,
     npy_bytes,
     png_strip,
@@ -128,7 +129,8 @@ async def classify(
         Query(
             ge=0,
             le=1,
-            description="abstain (`abstained: true`, the label still given) where the top probability is under this",
+            description="abstain (`abstained: true`, the label still given) where the top probability is under "
+            "this, and, for any value above 0, where the image is flagged as unlike the training images",
         ),
     ] = 0.0,
 ) -> Response:
@@ -138,9 +140,7 @@ async def classify(
     served = context.served
     result: Classification = await infer(request, context, resize, CLASSIFY)
     top_k = min(top_k, len(served.class_names))
-    answer = classification_json(
-        served.name, served.version, result, served.class_names, top_k, served.error_threshold, min_confidence
-    )
+    answer = classification_json(served.name, served.version, result, served.class_names, top_k, min_confidence)
     return FastJSONResponse(answer, headers=version_header(served))
 
 
@@ -170,7 +170,12 @@ async def reconstruct(request: Request, context: InferenceContextDep, resize: Re
     return Response(
         await run_in_threadpool(png_strip, result.pixels),
         media_type="image/png",
-        headers={"X-Reconstruction-Error": errors, "X-Image-Count": str(len(result.pixels)), **version_header(served)},
+        headers={
+            "X-Reconstruction-Error": errors,
+            "X-Image-Count": str(len(result.pixels)),
+            **judged_headers(result.ood_scores, result.in_distribution),
+            **version_header(served),
+        },
     )
 
 
@@ -195,9 +200,10 @@ async def embed(
     """The encoder's code for each image."""
     media = negotiate(request.headers.get("accept"), ["application/json", "application/x-npy"])
     served = context.served
-    embeddings: Floats = await infer(request, context, resize, EMBED[layer])
+    embeddings: Embeddings = await infer(request, context, resize, EMBED[layer])
     if media == "application/x-npy":
-        return Response(npy_bytes(embeddings), media_type="application/x-npy", headers=version_header(served))
+        headers = {**judged_headers(embeddings.ood_scores, embeddings.in_distribution), **version_header(served)}
+        return Response(npy_bytes(embeddings.vectors), media_type="application/x-npy", headers=headers)
     return FastJSONResponse(
         embedding_json(served.name, served.version, layer, embeddings), headers=version_header(served)
     )

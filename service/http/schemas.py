@@ -14,6 +14,16 @@ class ImagesRequest(BaseModel):
     )
 
 
+OOD_SCORE = (
+    "the out-of-distribution score: higher, less like the training images (Mahalanobis distance of the code and "
+    "reconstruction error combined; reconstruction error alone for models trained before the score)"
+)
+IN_DISTRIBUTION = (
+    "false where the image is flagged as unlike the training images: ood_score above the model's ood_threshold, or "
+    "a flat image (blank or one grey)"
+)
+
+
 class TopClass(BaseModel):
     label: int
     class_name: str
@@ -26,11 +36,11 @@ class Prediction(BaseModel):
     probabilities: dict[str, float] = Field(description="one per class, in class order, keyed by class name")
     top_k: list[TopClass]
     reconstruction_error: float = Field(description="mean squared error of the reconstruction, pixels in [0, 1]")
-    in_distribution: bool = Field(
-        description="reconstruction_error at or under the validation split's 99th percentile (the model card's)"
-    )
+    ood_score: float = Field(description=OOD_SCORE)
+    in_distribution: bool = Field(description=IN_DISTRIBUTION)
     abstained: bool = Field(
-        description="the top probability is under the request's min_confidence: route the image to a person"
+        description="the top probability is under the request's min_confidence, or min_confidence is above 0 and "
+        "the image is not in distribution: route the image to a person"
     )
 
 
@@ -43,6 +53,8 @@ class ClassifyResponse(BaseModel):
 class Reconstruction(BaseModel):
     pixels: list[list[int]] = Field(description="28x28 uint8 rows")
     reconstruction_error: float
+    ood_score: float = Field(description=OOD_SCORE)
+    in_distribution: bool = Field(description=IN_DISTRIBUTION)
 
 
 class ReconstructResponse(BaseModel):
@@ -57,6 +69,8 @@ class EmbedResponse(BaseModel):
     layer: int
     dimension: int
     embeddings: list[list[float]]
+    ood_scores: list[float] = Field(description="each image's: " + OOD_SCORE)
+    in_distribution: list[bool] = Field(description="each image's: " + IN_DISTRIBUTION)
 
 
 class VersionInfo(BaseModel):
@@ -80,7 +94,10 @@ class ModelInfo(BaseModel):
     pretraining: str | None = None
     recipe: str | None = None
     metrics: dict[str, Any] | None = None
-    in_distribution_threshold: float | None = None
+    in_distribution_threshold: float | None = Field(None, description="reconstruction error's, from the card")
+    ood: dict[str, Any] | None = Field(
+        None, description="the out-of-distribution score: its name, threshold and how it was fitted, from the card"
+    )
     device: str | None = None
     weights_sha256: str | None = None
 

@@ -1,4 +1,6 @@
 import asyncio
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,8 +10,12 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from models import load_checkpoint, to_model_input
-from service.core.batching import MicroBatcher
+from models import StackedAutoencoder, load_checkpoint, to_model_input
+from service.core.batching import MicroBatcher, ModelBatchers
+from service.core.errors import Overloaded
+from service.core.forward import Operation
+from service.core.repository import ServedModel
+from tests.checkpoints import make_card
 from tests.images import digit_like, png_bytes
 
 
@@ -26,6 +32,12 @@ class Recorder:
     def __call__(self, pixels: np.ndarray) -> Doubled:
         self.batch_sizes.append(len(pixels))
         return Doubled(pixels.astype(np.int64) * 2, pixels.reshape(len(pixels), -1).sum(1))
+
+
+def served_stub(name: str) -> ServedModel:
+    """A served model the batchers key by name; the operations here never touch its model."""
+    card = make_card(name, [str(c) for c in range(10)])
+    return ServedModel(name, StackedAutoencoder(card.config), card, torch.device("cpu"))
 
 
 def images(count: int, fill: int) -> np.ndarray:
@@ -116,3 +128,71 @@ def test_concurrent_http_requests_through_the_batcher_match_the_unbatched_model(
     forwards, batched_images = batch_histogram(client)
     assert batched_images == len(pictures)
     assert forwards < len(pictures)  # requests really were batched
+
+
+class Gate:
+    """A forward that blocks until released, so that requests pile up behind it."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.calls = 0
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        assert self.open.wait(timeout=30)
+        return pixels.reshape(len(pixels), -1).sum(1)
+
+
+def test_a_full_queue_refuses_at_once_and_every_admitted_request_is_answered() -> None:
+    """One request runs and three wait (four pending, the limit); the next ones of that model are refused without
+    waiting, whatever the
+    operation; another model's requests still queue; the admitted ones are all answered once the forward frees."""
+    gate = Gate()
+    refused: list[str] = []
+    batchers = ModelBatchers(max_batch_images=64, max_wait_s=0.0, max_pending_requests=4, on_refusal=refused.append)
+    mnist, fashion = served_stub("mnist"), served_stub("fashion-mnist")
+    operations = [Operation("classify", lambda _, p: gate(p)), Operation("embed", lambda _, p: gate(p))]
+
+    async def scenario() -> tuple[list[object], float]:
+        running = asyncio.create_task(batchers.run(mnist, operations[0], images(1, 1)))
+        await asyncio.sleep(0.05)  # in the forward thread, blocked
+        queued = [asyncio.create_task(batchers.run(mnist, operations[i % 2], images(1, i))) for i in range(3)]
+        await asyncio.sleep(0.05)
+        assert batchers.pending("mnist") == 4
+        started = time.monotonic()
+        outcomes: list[object] = []
+        for operation in operations:
+            try:
+                await batchers.run(mnist, operation, images(1, 9))
+            except Overloaded as e:
+                outcomes.append(e)
+        refused_in = time.monotonic() - started
+        other = asyncio.create_task(batchers.run(fashion, operations[0], images(1, 5)))  # its own queue
+        await asyncio.sleep(0.05)
+        gate.open.set()
+        answers = await asyncio.wait_for(asyncio.gather(running, *queued, other), timeout=30)
+        await batchers.close()
+        return [*outcomes, *answers], refused_in
+
+    outcomes, refused_in = asyncio.run(scenario())
+    refusals = [o for o in outcomes if isinstance(o, Overloaded)]
+    assert len(refusals) == 2 and refused == ["mnist", "mnist"] and refused_in < 0.5
+    assert refusals[0].status_code == 503 and refusals[0].headers == {"Retry-After": "1"}
+    assert "'mnist' is at capacity: 4 requests already wait" in refusals[0].detail
+    assert [int(a[0]) for a in outcomes[2:]] == [784, 0, 784, 784 * 2, 784 * 5]  # type: ignore[index]
+
+
+def test_no_bound_when_max_pending_requests_is_0() -> None:
+    gate = Gate()
+    batchers = ModelBatchers(max_batch_images=64, max_wait_s=0.0, max_pending_requests=0)
+    operation = Operation("classify", lambda _, p: gate(p))
+
+    async def scenario() -> list[np.ndarray]:
+        tasks = [asyncio.create_task(batchers.run(served_stub("mnist"), operation, images(1, i))) for i in range(50)]
+        await asyncio.sleep(0.1)
+        gate.open.set()
+        answers = await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+        await batchers.close()
+        return answers
+
+    assert len(asyncio.run(scenario())) == 50

@@ -17,22 +17,33 @@ DIGITS = np.stack([digit_like(seed) for seed in range(6)])
 RAW = {"Content-Type": "application/octet-stream"}
 
 
-@pytest.fixture
-def calibrated(tiny_artifacts: Path) -> Path:
-    card_path = tiny_artifacts / "mnist" / "card.json"
+def calibrate(artifacts: Path, threshold: float) -> Path:
+    """A format 3 card (no fitted out-of-distribution score): flagged above `threshold` of reconstruction error."""
+    card_path = artifacts / "mnist" / "card.json"
     card = json.loads(card_path.read_text())
     card["format_version"] = 3
     card["calibration"] = {
         "temperature": 2.5,
         "validation_examples": 5000,
-        "in_distribution_threshold": 0.07,
+        "in_distribution_threshold": threshold,
         "test_ece_before": 0.03,
         "test_ece_after": 0.01,
         "test_nll_before": 0.2,
         "test_nll_after": 0.15,
     }
     card_path.write_text(json.dumps(card))
-    return tiny_artifacts
+    return artifacts
+
+
+@pytest.fixture
+def calibrated(tiny_artifacts: Path) -> Path:
+    return calibrate(tiny_artifacts, 0.07)
+
+
+@pytest.fixture
+def calibrated_in(tiny_artifacts: Path) -> Path:
+    """Every image in distribution: abstaining then follows the probabilities alone."""
+    return calibrate(tiny_artifacts, 1.0)
 
 
 def logits(artifacts: Path) -> torch.Tensor:
@@ -78,8 +89,8 @@ def test_a_card_without_calibration_serves_the_plain_softmax(tiny_artifacts: Pat
         np.testing.assert_allclose(probabilities(classify(client)), expected, atol=1e-5)
 
 
-def test_min_confidence_abstains_exactly_below_the_threshold(calibrated: Path) -> None:
-    with TestClient(create_app(make_settings(calibrated))) as client:
+def test_min_confidence_abstains_exactly_below_the_threshold(calibrated_in: Path) -> None:
+    with TestClient(create_app(make_settings(calibrated_in))) as client:
         plain = classify(client)
         assert all(p["abstained"] is False for p in plain)
         tops = [max(p["probabilities"].values()) for p in plain]  # type: ignore[attr-defined]
@@ -93,11 +104,11 @@ def test_min_confidence_abstains_exactly_below_the_threshold(calibrated: Path) -
             assert response.status_code == 422 and "min_confidence" in response.text
 
 
-def test_the_protocols_min_confidence_parameter_adds_abstained(calibrated: Path) -> None:
-    tops = (logits(calibrated) / 2.5).softmax(1).max(1).values.numpy()
+def test_the_protocols_min_confidence_parameter_adds_abstained(calibrated_in: Path) -> None:
+    tops = (logits(calibrated_in) / 2.5).softmax(1).max(1).values.numpy()
     threshold = float(np.sort(tops)[3])
     tensor = {"name": "images", "shape": [6, 784], "datatype": "UINT8", "data": DIGITS.ravel().tolist()}
-    with TestClient(create_app(make_settings(calibrated))) as client:
+    with TestClient(create_app(make_settings(calibrated_in))) as client:
         plain = client.post("/v2/models/mnist/infer", json={"inputs": [tensor]}).json()
         assert "abstained" not in [o["name"] for o in plain["outputs"]]  # only asked for, or with the parameter
         answer = client.post(
@@ -123,6 +134,26 @@ def test_the_protocols_min_confidence_parameter_adds_abstained(calibrated: Path)
                 body = {"inputs": [tensor], "parameters": "min_confidence=0.5"}
             response = client.post("/v2/models/mnist/infer", json=body)
             assert response.status_code == 400 and "min_confidence" in response.json()["error"], bad
+
+
+def test_any_min_confidence_abstains_on_images_flagged_out_of_distribution(tiny_artifacts: Path) -> None:
+    """A consumer refuses flagged images in one step: min_confidence above 0, over REST and the protocol."""
+    flagged = calibrate(tiny_artifacts, 0.0)  # every image's reconstruction error is above 0: all flagged
+    tensor = {"name": "images", "shape": [6, 784], "datatype": "UINT8", "data": DIGITS.ravel().tolist()}
+    with TestClient(create_app(make_settings(flagged))) as client:
+        plain = classify(client)
+        assert [p["in_distribution"] for p in plain] == [False] * 6 and not any(p["abstained"] for p in plain)
+        assert all(p["ood_score"] == p["reconstruction_error"] for p in plain)  # a card without a fitted score
+        assert all(p["abstained"] for p in classify(client, "&min_confidence=0.000001"))
+        answer = client.post(
+            "/v2/models/mnist/infer", json={"inputs": [tensor], "parameters": {"min_confidence": 1e-6}}
+        ).json()
+        outputs = {o["name"]: o["data"] for o in answer["outputs"]}
+        assert outputs["in_distribution"] == [False] * 6 and outputs["abstained"] == [True] * 6
+        answer = client.post(
+            "/v2/models/mnist/infer", json={"inputs": [tensor], "parameters": {"min_confidence": 0}}
+        ).json()
+        assert next(o for o in answer["outputs"] if o["name"] == "abstained")["data"] == [False] * 6
 
 
 def test_labels_follow_the_logits_when_a_high_temperature_ties_the_probabilities(tiny_artifacts: Path) -> None:

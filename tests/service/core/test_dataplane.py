@@ -63,7 +63,7 @@ def test_infer_runs_the_operation_on_the_decoded_pixels_inline_or_in_a_thread(ti
                 parsed, result = await plane.infer(served, CLASSIFY, lambda inline=inline: read(inline))
                 assert parsed == "the transport's own" and result.probabilities.shape == (3, 10)
             _, embeddings = await plane.infer(served, EMBED[1], lambda: read(True))
-            assert embeddings.shape == (3, 400)
+            assert embeddings.vectors.shape == (3, 400) and embeddings.in_distribution.shape == (3,)
             _, outputs = await plane.infer(served, ALL_OUTPUTS, lambda: read(True))
             np.testing.assert_allclose(outputs.probabilities.sum(1), 1, rtol=1e-5)
 

@@ -117,6 +117,8 @@ def test_a_binary_answer_splits_into_its_json_header_and_blobs() -> None:
         np.zeros((2, 784), np.float32),
         np.ones(2, np.float32),
         np.log(probabilities),
+        np.ones(2, np.float32),
+        np.array([True, False]),
     )
     content, header_length = encode_infer_response("mnist", "1", result, request)
     assert header_length is not None
