@@ -1,13 +1,15 @@
 """Overload: goodput and latency of the accepted requests at 0.5x, 1x, 2x, 4x and 8x a server's measured capacity,
 under an open-loop load (bench.serving.openload: a constant arrival rate, latency counted from when each request was
-due), with the model's pending requests bounded (SAE_MAX_PENDING_REQUESTS) and, for comparison, unbounded.
+due), with the model's pending images bounded (SAE_MAX_PENDING_IMAGES) and, for comparison, unbounded.
 
-Capacity: the 200 answers a second of a closed loop of `--connections` keep-alive connections. Each request is one
+Capacity: the 200 answers a second of a closed loop of `--connections` keep-alive connections, on a server with no
+bound (so that no refusal cuts it short), taken as the capacity of every configuration after it. Each request is one
 POST /classify of `--images` raw 28x28 images (heavier requests keep the load generator, which shares the machine,
-well ahead of the server). It starts one `sae-serve` worker on the CPU per bound, unless `--url` names a running
-server or load balancer (the compose stack's, say), which it then measures as it is.
+well ahead of the server). It starts one `sae-serve` worker on the CPU per bound, pinned to the first core with this
+load generator on the others (so that neither's threads slow the other's), unless `--url` names a running server or
+load balancer (the compose stack's, say), which it then measures as it is.
 
-    .venv/bin/python -m bench.serving.overload_bench [--pending 64 0] [--seconds 10] [--images 16]
+    .venv/bin/python -m bench.serving.overload_bench [--pending 512 0] [--seconds 10] [--images 32]
         [--url http://127.0.0.1:8080/classify] [--multiples 0.5 1 2 4 8]
 
 Goals (issue 21): at 4x capacity, goodput at least 90% of capacity and the accepted requests' p99 at most 5x the p99
@@ -16,11 +18,12 @@ at half load; every request answered (a result or a quick refusal), none left wa
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
-from bench.harness import ROOT, start_sae_serve
+from bench.harness import ROOT, Server, free_port, sae_serve_command, start_sae_serve
 from bench.serving.httpload import load
 from bench.serving.openload import run_open_loop
 from training.data import load_dataset
@@ -33,13 +36,18 @@ def body(images: int) -> bytes:
     return np.ascontiguousarray(load_dataset("mnist").test_images[:images].numpy()).tobytes()
 
 
-def measure(url: str, payload: bytes, args: argparse.Namespace, label: str) -> None:
+def capacity_of(url: str, payload: bytes, args: argparse.Namespace, label: str) -> float:
     closed = load(url, payload, CONTENT_TYPE, args.connections, args.seconds)
-    capacity = closed["ok"] / args.seconds
+    capacity: float = closed["ok"] / args.seconds
     print(
-        f"\n{label}: capacity {capacity:.1f} requests/s ({capacity * args.images:,.0f} images/s; closed loop of "
+        f"\ncapacity ({label}): {capacity:.1f} requests/s ({capacity * args.images:,.0f} images/s; closed loop of "
         f"{args.connections} connections, p99 {closed['p99_ms']:.1f} ms, statuses {closed['statuses']})"
     )
+    return capacity
+
+
+def measure(url: str, payload: bytes, args: argparse.Namespace, label: str, capacity: float) -> None:
+    print(f"\n{label}, loads as multiples of {capacity:.1f} requests/s")
     print(
         "| offered | goodput | goodput / capacity | 200 p50 ms | 200 p99 ms | 200 max ms | 503 | 503 p99 ms | "
         "other | unanswered | client late p99 ms |"
@@ -63,24 +71,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifacts", type=Path, default=ROOT / "artifacts")
     parser.add_argument("--url", help="measure this running endpoint (a /classify URL) instead of starting servers")
-    parser.add_argument("--pending", type=int, nargs="+", default=[64, 0], help="SAE_MAX_PENDING_REQUESTS to run")
-    parser.add_argument("--images", type=int, default=16, help="images in each request")
+    parser.add_argument("--pending", type=int, nargs="+", default=[512, 0], help="SAE_MAX_PENDING_IMAGES to run")
+    parser.add_argument("--images", type=int, default=32, help="images in each request")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each load")
-    parser.add_argument("--connections", type=int, default=8, help="of the closed loop that measures capacity")
+    parser.add_argument("--connections", type=int, default=32, help="of the closed loop that measures capacity")
+    parser.add_argument("--capacity", type=float, help="requests/s to take as capacity instead of measuring it")
     parser.add_argument("--multiples", type=float, nargs="+", default=[0.5, 1, 2, 4, 8])
     parser.add_argument("--grace", type=float, default=35.0, help="seconds to wait for answers after the last is due")
+    parser.add_argument("--no-pinning", action="store_true", help="let the server and the load share every core")
     parser.add_argument("--json", action="store_true", help="also print each load's whole summary")
     args = parser.parse_args()
     payload = body(args.images)
     print(f"POST /classify, {args.images} MNIST test images a request ({len(payload):,} bytes raw)")
     if args.url:
-        measure(args.url, payload, args, args.url)
+        capacity = args.capacity or capacity_of(args.url, payload, args, args.url)
+        measure(args.url, payload, args, args.url, capacity)
         return
-    for pending in args.pending:
+    cores = sorted(os.sched_getaffinity(0))
+    pinned = len(cores) > 1 and not args.no_pinning
+    if pinned:  # the server on the first core, this load generator on the others: neither slows the other down
+        os.sched_setaffinity(0, cores[1:])
+        print(f"server pinned to core {cores[0]}, load generator to {cores[1:]}")
+    capacity = args.capacity
+    for pending in ([] if capacity else [0]) + args.pending:
         settings = {"SAE_WORKERS": "1", "SAE_DEVICE": "cpu", "SAE_GRPC_PORT": "0", "SAE_LOG_LEVEL": "warning"}
-        server = start_sae_serve(args.artifacts, {**settings, "SAE_MAX_PENDING_REQUESTS": str(pending)})
+        settings["SAE_MAX_PENDING_IMAGES"] = str(pending)
+        if pinned:
+            command = ["taskset", "-c", str(cores[0]), *sae_serve_command()]
+            env = {"SAE_HOST": "127.0.0.1", "SAE_ARTIFACTS_DIR": str(args.artifacts.resolve()), **settings}
+            server = Server("sae-serve", command, port := free_port(), {**env, "SAE_PORT": str(port)})
+        else:
+            server = start_sae_serve(args.artifacts, settings)
         try:
-            measure(f"{server.url}/classify", payload, args, f"one worker, SAE_MAX_PENDING_REQUESTS={pending}")
+            label = f"one worker, SAE_MAX_PENDING_IMAGES={pending}"
+            if not capacity:  # measured unbounded, so that no refusal cuts it short, and then the same for every bound
+                capacity = capacity_of(f"{server.url}/classify", payload, args, label)
+                continue
+            measure(f"{server.url}/classify", payload, args, label, capacity)
         finally:
             server.stop()
 

@@ -8,10 +8,12 @@ straight to the forward thread. While one forward runs the next batch fills, so 
 grow by themselves. Each request gets back exactly its own rows.
 
 `ModelBatchers` keeps one such batcher per model and operation (service.core.forward.Operation), all feeding
-one forward thread, and bounds each model's pending requests: a request that finds `max_pending_requests` of that
-model's requests already pending (queued in any of its batchers, waiting for the forward thread, or in a forward
-pass) is refused at once with `Overloaded`, as Triton's max_queue_size and Ray Serve's max_queued_requests refuse,
-rather than left to wait out its timeout.
+one forward thread, and bounds each model's pending images (those of its requests queued in any of its batchers,
+waiting for the forward thread, or in a forward pass): a request whose images would take the model past
+`max_pending_images` is refused at once with `Overloaded`, as Triton's max_queue_size and Ray Serve's
+max_queued_requests refuse, rather than left to wait out its timeout. The bound is in images, not requests, because
+the wait it bounds is: a request waits for the images ahead of it. A request larger than the bound is still taken
+when nothing of its model is pending, so that every request the limits accept can be served.
 """
 
 import asyncio
@@ -27,7 +29,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from service.core.errors import Overloaded
+from service.core.errors import Overloaded, quoted
 from service.core.forward import Operation
 from service.core.repository import ServedModel
 from service.core.timing import ForwardTiming, forward_timing
@@ -179,13 +181,13 @@ class ModelBatchers:
         max_batch_images: int,
         max_wait_s: float,
         observe: Callable[[str, str], Callable[[int, float, float], None]] | None = None,
-        max_pending_requests: int = 0,
+        max_pending_images: int = 0,
         on_refusal: Callable[[str], None] | None = None,
     ) -> None:
         self.max_batch_images, self.max_wait_s = max_batch_images, max_wait_s
-        self.max_pending_requests = max_pending_requests  # per model; 0: no bound
+        self.max_pending_images = max_pending_images  # per model; 0: no bound
         self.on_refusal = on_refusal  # (model) -> None, for each request refused
-        self._pending: dict[str, int] = {}  # each model's requests admitted and not yet answered
+        self._pending: dict[str, int] = {}  # each model's images admitted and not yet answered
         self.observe = observe  # (model, operation) -> callback(images, seconds waited, seconds computed)
         # One thread: forwards run one at a time, each using torch's own intra-op threads.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
@@ -208,26 +210,34 @@ class ModelBatchers:
         return batcher
 
     def pending(self, model: str) -> int:
-        """The model's requests admitted and not yet answered, over its operations and versions."""
+        """The model's images admitted and not yet answered, over its operations and versions."""
         return self._pending.get(model, 0)
+
+    def full(self, model: str, images: int = 1) -> bool:
+        """Whether `images` more would take the model past its bound (never when nothing of it is pending)."""
+        pending = self._pending.get(model, 0)
+        return bool(self.max_pending_images) and pending > 0 and pending + images > self.max_pending_images
+
+    def refusal(self, model: str) -> Overloaded:
+        """The refusal of one request to a full model, counted."""
+        if self.on_refusal is not None:
+            self.on_refusal(model)
+        return Overloaded(
+            f"model {quoted(model)} is at capacity: {self.pending(model)} images already wait for it here (the bound "
+            f"is {self.max_pending_images}); try again in a moment or on another replica"
+        )
 
     async def run(self, served: ServedModel, operation: Operation, pixels: NDArray[np.uint8]) -> Any:
         """The operation's result for these images, batched with the same model's and operation's other requests;
-        `Overloaded` at once where the model already has its most pending requests."""
-        name, limit = served.name, self.max_pending_requests
-        pending = self._pending.get(name, 0)
-        if limit and pending >= limit:
-            if self.on_refusal is not None:
-                self.on_refusal(name)
-            raise Overloaded(
-                f"model {name!r} is at capacity: {limit} requests already wait for it here; "
-                "try again in a moment or on another replica"
-            )
-        self._pending[name] = pending + 1
+        `Overloaded` at once where they would take the model past its pending images."""
+        name, images = served.name, len(pixels)
+        if self.full(name, images):
+            raise self.refusal(name)
+        self._pending[name] = self._pending.get(name, 0) + images
         try:
             return await self.batcher_for(served, operation).submit(pixels)
         finally:
-            self._pending[name] -= 1
+            self._pending[name] -= images
 
     async def close(self) -> None:
         for _, batcher in self._batchers.values():

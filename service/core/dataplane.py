@@ -90,7 +90,7 @@ class DataPlane:
             self.settings.batch_max_images,
             wait_s,
             self.metrics.batch_observer,
-            self.settings.max_pending_requests,
+            self.settings.max_pending_images,
             lambda model: self.metrics.queue_refusals.labels(model).inc(),
         )
         # A lifespan run inside another (a test client inside a test client) serves with its own batchers, and
@@ -107,6 +107,10 @@ class DataPlane:
         if self._batchers is None:
             raise RuntimeError("the data plane is not serving: run it inside `async with plane.serving()`")
         return self._batchers
+
+    def at_capacity(self, model: str) -> bool:
+        """Whether a request to `model` would be refused for the pending requests it already holds here."""
+        return self._batchers is not None and self._batchers.full(model)
 
     @property
     def loaded(self) -> LoadedModels:

@@ -9,6 +9,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from service import __version__
 from service.core.dataplane import DataPlane
 from service.http import admin, demo, meta, native, oip, repository
+from service.http.admission import FrontDoor
 from service.http.deps import attach
 from service.http.docs import add_docs
 from service.http.errors import add_error_handlers
@@ -43,7 +44,8 @@ def rest_app(plane: DataPlane, lifespan: Lifespan) -> FastAPI:
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept", "X-Request-ID"],
             expose_headers=["X-Request-ID", "X-Reconstruction-Error", "X-Image-Count", "X-Model-Version"],
         )
-    app.add_middleware(AccessMiddleware, metrics=plane.metrics)  # outermost: every answer is counted and logged
+    app.add_middleware(AccessMiddleware, metrics=plane.metrics)  # every answer is counted and logged
+    app.add_middleware(FrontDoor, plane=plane)  # outermost: a model at capacity refuses before anything is spent
     add_error_handlers(app)
     for routes in (native, meta, admin, oip, repository, demo):
         app.include_router(routes.router)

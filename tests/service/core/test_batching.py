@@ -144,12 +144,12 @@ class Gate:
 
 
 def test_a_full_queue_refuses_at_once_and_every_admitted_request_is_answered() -> None:
-    """One request runs and three wait (four pending, the limit); the next ones of that model are refused without
+    """One image runs and three wait (four pending, the bound); the next ones of that model are refused without
     waiting, whatever the
     operation; another model's requests still queue; the admitted ones are all answered once the forward frees."""
     gate = Gate()
     refused: list[str] = []
-    batchers = ModelBatchers(max_batch_images=64, max_wait_s=0.0, max_pending_requests=4, on_refusal=refused.append)
+    batchers = ModelBatchers(max_batch_images=64, max_wait_s=0.0, max_pending_images=4, on_refusal=refused.append)
     mnist, fashion = served_stub("mnist"), served_stub("fashion-mnist")
     operations = [Operation("classify", lambda _, p: gate(p)), Operation("embed", lambda _, p: gate(p))]
 
@@ -178,13 +178,41 @@ def test_a_full_queue_refuses_at_once_and_every_admitted_request_is_answered() -
     refusals = [o for o in outcomes if isinstance(o, Overloaded)]
     assert len(refusals) == 2 and refused == ["mnist", "mnist"] and refused_in < 0.5
     assert refusals[0].status_code == 503 and refusals[0].headers == {"Retry-After": "1"}
-    assert "'mnist' is at capacity: 4 requests already wait" in refusals[0].detail
+    assert "'mnist' is at capacity: 4 images already wait for it here (the bound is 4)" in refusals[0].detail
     assert [int(a[0]) for a in outcomes[2:]] == [784, 0, 784, 784 * 2, 784 * 5]  # type: ignore[index]
 
 
-def test_no_bound_when_max_pending_requests_is_0() -> None:
+def test_the_bound_counts_images_and_takes_a_large_request_when_nothing_is_pending() -> None:
     gate = Gate()
-    batchers = ModelBatchers(max_batch_images=64, max_wait_s=0.0, max_pending_requests=0)
+    batchers = ModelBatchers(max_batch_images=64, max_wait_s=0.0, max_pending_images=4)
+    operation = Operation("classify", lambda _, p: gate(p))
+    mnist = served_stub("mnist")
+
+    async def scenario() -> tuple[int, bool, bool, int]:
+        large = asyncio.create_task(batchers.run(mnist, operation, images(6, 1)))  # over the bound, alone: taken
+        await asyncio.sleep(0.05)
+        held = batchers.pending("mnist")
+        with pytest.raises(Overloaded):
+            await batchers.run(mnist, operation, images(1, 1))
+        gate.open.set()
+        await asyncio.wait_for(large, timeout=30)
+        gate.open.clear()
+        first = asyncio.create_task(batchers.run(mnist, operation, images(2, 1)))
+        await asyncio.sleep(0.05)
+        three_fit = not batchers.full("mnist", 3)
+        two_fit = not batchers.full("mnist", 2)
+        gate.open.set()
+        await asyncio.wait_for(first, timeout=30)
+        await batchers.close()
+        return held, three_fit, two_fit, batchers.pending("mnist")
+
+    held, three_fit, two_fit, after = asyncio.run(scenario())
+    assert held == 6 and not three_fit and two_fit and after == 0
+
+
+def test_no_bound_when_max_pending_images_is_0() -> None:
+    gate = Gate()
+    batchers = ModelBatchers(max_batch_images=64, max_wait_s=0.0, max_pending_images=0)
     operation = Operation("classify", lambda _, p: gate(p))
 
     async def scenario() -> list[np.ndarray]:
