@@ -5,8 +5,9 @@ The inference routes name their model in the path (/v2/models/{name}[/versions/{
 (/classify, /reconstruct, /embed: `model=`, else the default model). Where that model already holds its most
 pending images in this worker (service.core.batching; the body is not read, so it counts as one more image), the
 answer is 503 with Retry-After, in the route's error form, counted in sae_requests_total and
-sae_queue_refusals_total; the log gets one line a second at most, with how many were refused. Everything else, and every request the model has room for, goes on to the app, where the batchers
-check again (the authoritative check: the model may fill while a body is read).
+sae_queue_refusals_total; the log gets one line a second at most, with how many were refused. Everything else,
+and every request the model has room for, goes on to the app, where the batchers check again (the authoritative
+check: the model may fill while a body is read).
 """
 
 import logging
