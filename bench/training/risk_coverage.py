@@ -1,7 +1,9 @@
 """Accuracy and coverage of the served models on the test set when the service abstains under min_confidence.
 
-Coverage is the share of test images answered (top probability at or over the threshold); accuracy is over
-those. The probabilities are the calibrated ones the service serves (the card's temperature).
+Coverage is the share of test images answered; accuracy is over those. The service abstains where the top
+probability is under min_confidence and, for any min_confidence above 0, where the image is flagged out of
+distribution (models/ood.py); the table shows both, and the flag's share of the abstentions. The probabilities are
+the calibrated ones the service serves (the card's temperature).
 
     .venv/bin/python -m bench.training.risk_coverage [--artifacts artifacts] [--thresholds 0 0.5 0.9 0.99]
 """
@@ -22,23 +24,31 @@ def main() -> None:
     parser.add_argument("--artifacts", type=Path, default=ROOT / "artifacts")
     parser.add_argument("--thresholds", nargs="+", type=float, default=[0.0, 0.5, 0.9, 0.99])
     args = parser.parse_args()
-    print("| model | min_confidence | coverage | accuracy of the answered | errors answered |")
-    print("|---|---|---|---|---|")
+    print(
+        "| model | min_confidence | coverage | accuracy of the answered | errors answered | abstained for the flag alone |"
+    )
+    print("|---|---|---|---|---|---|")
     for name in ("mnist", "fashion-mnist"):
         checkpoint = load_checkpoint(args.artifacts / name)
         data = load_dataset(name)
-        logits = checkpoint.model.eval().classify(to_model_input(data.test_images))
+        model, x = checkpoint.model.eval(), to_model_input(data.test_images)
+        layers = model.encode_layers(x)
+        logits = model.classify_code(layers[-1])
+        _, flagged = checkpoint.judge(x, layers, model.decode(layers[-1]))
         probabilities = (logits / checkpoint.card.temperature).softmax(1)
         confidence, predicted = probabilities.max(1)
         right = predicted == data.test_labels
         for threshold in args.thresholds:
             answered = confidence >= threshold
+            if threshold > 0:
+                answered &= ~flagged
             count = int(answered.sum())
             accuracy = right[answered].double().mean().item() if count else float("nan")
             errors = int((answered & ~right).sum())
+            by_flag = int((flagged & (confidence >= threshold)).sum()) if threshold > 0 else 0
             print(
                 f"| {name} (T {checkpoint.card.temperature:.3f}) | {threshold:g} | {100 * count / len(right):.2f}% "
-                f"| {100 * accuracy:.2f}% | {errors} |"
+                f"| {100 * accuracy:.2f}% | {errors} | {by_flag} |"
             )
 
 
