@@ -9,16 +9,12 @@ and stops it again if it started it.
 """
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from bench.harness import ROOT
 from bench.serving.serve_bench import lua_script, wrk
-from models.checkpoint import checkpoint_versions
+from bench.serving.stack import compose_stack, run
 
 PROJECT = "sae-serve-lb-bench"
 PORT = "18090"
@@ -28,13 +24,6 @@ STATIC_UPSTREAM = """
         keepalive 64;
     }
 """
-
-
-def run(argv: list[str], env: dict[str, str], stdin: bytes | None = None) -> str:
-    result = subprocess.run(argv, env=env, cwd=ROOT, input=stdin, capture_output=True)
-    if result.returncode != 0:
-        sys.exit(f"{' '.join(argv)} failed:\n{result.stderr.decode()}")
-    return result.stdout.decode()
 
 
 def static_config() -> str:
@@ -50,14 +39,6 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="seconds of load per cell (default: 10)")
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64], help="wrk connections (default: 16 64)")
     args = parser.parse_args()
-    artifacts = ROOT / "artifacts"
-    if not checkpoint_versions(artifacts / "mnist"):
-        sys.exit("no checkpoint in artifacts/mnist: run `make models` first")
-    testbed = ROOT / "deploy" / "testbed" / "testbed.py"
-    marker = Path("/var/lib/sae-serve-testbed/started-by-testbed.pid")
-    started_engine = not marker.exists()
-    testbed_env = json.loads(run([sys.executable, str(testbed), "up"], dict(os.environ)))
-    env = {**os.environ, **testbed_env, "SAE_LB_PORT": PORT}
     compose = ["docker", "compose", "-p", PROJECT]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -67,15 +48,7 @@ def main() -> None:
         override.write_text(
             f"services:\n  lb:\n    volumes:\n      - {folder / 'nginx-static.conf'}:/etc/nginx/nginx.conf:ro\n"
         )
-        try:
-            run([*compose, "down", "--volumes"], env)
-            run([*compose, "build"], env)
-            for source, target in ((artifacts, "/artifacts"), (ROOT / "data", "/data")):
-                tar = subprocess.run(
-                    ["tar", "-C", str(source), "-c", "mnist", "fashion-mnist"], capture_output=True, check=True
-                )
-                run([*compose, "run", "--rm", "--no-deps", "-T", "train", "tar", "-x", "-C", target], env, tar.stdout)
-            run([*compose, "up", "--detach", "--wait"], env)
+        with compose_stack(PROJECT, PORT) as env:
             rows = []
             variants = (
                 ("repository's: re-resolved every second", []),
@@ -89,11 +62,6 @@ def main() -> None:
                     errors = f", {cell.errors} errors" if cell.errors else ""
                     p99 = f"{cell.p99_ms:.1f} ms{errors}"
                     rows.append(f"| {name} | {connections} | {cell.requests_per_s:,.0f} | {p99} |")
-        finally:
-            run([*compose, "down", "--volumes"], env)
-            run(["docker", "image", "prune", "--force"], env)  # layers of replaced images
-            if started_engine:
-                run([sys.executable, str(testbed), "down"], env)
     print("| nginx config | connections | req/s | p99 |")
     print("|---|---|---|---|")
     print("\n".join(rows))

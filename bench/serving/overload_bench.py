@@ -6,11 +6,13 @@ Capacity: the 200 answers a second of a closed loop of `--connections` keep-aliv
 bound (so that no refusal cuts it short), taken as the capacity of every configuration after it. Each request is one
 POST /classify of `--images` raw 28x28 images (heavier requests keep the load generator, which shares the machine,
 well ahead of the server). It starts one `sae-serve` worker on the CPU per bound, pinned to the first core with this
-load generator on the others (so that neither's threads slow the other's), unless `--url` names a running server or
-load balancer (the compose stack's, say), which it then measures as it is.
+load generator on the others (so that neither's threads slow the other's); with `--compose`, through the compose
+stack's nginx instead (bench/serving/stack.py brings it up with the bound set, and down again; capacity measured
+through it with the bound in place, since a refused request there goes to the other replica), or `--url` names a
+running server or load balancer to measure as it is.
 
     .venv/bin/python -m bench.serving.overload_bench [--pending 512 0] [--seconds 10] [--images 32]
-        [--url http://127.0.0.1:8080/classify] [--multiples 0.5 1 2 4 8]
+        [--compose | --url http://127.0.0.1:8080/classify] [--multiples 0.5 1 2 4 8]
 
 Goals (issue 21): at 4x capacity, goodput at least 90% of capacity and the accepted requests' p99 at most 5x the p99
 at half load; every request answered (a result or a quick refusal), none left waiting to the timeout.
@@ -26,9 +28,11 @@ import numpy as np
 from bench.harness import ROOT, Server, free_port, sae_serve_command, start_sae_serve
 from bench.serving.httpload import load
 from bench.serving.openload import run_open_loop
+from bench.serving.stack import compose_stack
 from training.data import load_dataset
 
 CONTENT_TYPE = "application/octet-stream"
+COMPOSE_PROJECT, COMPOSE_PORT = "sae-serve-overload-bench", "18091"
 
 
 def body(images: int) -> bytes:
@@ -78,6 +82,7 @@ def main() -> None:
     parser.add_argument("--capacity", type=float, help="requests/s to take as capacity instead of measuring it")
     parser.add_argument("--multiples", type=float, nargs="+", default=[0.5, 1, 2, 4, 8])
     parser.add_argument("--grace", type=float, default=35.0, help="seconds to wait for answers after the last is due")
+    parser.add_argument("--compose", action="store_true", help="through the compose stack's load balancer instead")
     parser.add_argument("--no-pinning", action="store_true", help="let the server and the load share every core")
     parser.add_argument("--json", action="store_true", help="also print each load's whole summary")
     args = parser.parse_args()
@@ -86,6 +91,14 @@ def main() -> None:
     if args.url:
         capacity = args.capacity or capacity_of(args.url, payload, args, args.url)
         measure(args.url, payload, args, args.url, capacity)
+        return
+    if args.compose:
+        for pending in args.pending:
+            label = f"the compose stack (nginx, 2 replicas of one worker), SAE_MAX_PENDING_IMAGES={pending}"
+            with compose_stack(COMPOSE_PROJECT, COMPOSE_PORT, {"SAE_MAX_PENDING_IMAGES": str(pending)}):
+                url = f"http://127.0.0.1:{COMPOSE_PORT}/classify"
+                capacity = args.capacity or capacity_of(url, payload, args, label)
+                measure(url, payload, args, label, capacity)
         return
     cores = sorted(os.sched_getaffinity(0))
     pinned = len(cores) > 1 and not args.no_pinning

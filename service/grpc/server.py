@@ -12,11 +12,12 @@ codes with the same detail text as REST, and counts, times and logs the call.
 """
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeAlias, cast
+from typing import Any, NoReturn, TypeAlias, cast
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -84,20 +85,29 @@ def decoding(deserialize: Callable[[bytes], Any] | None, behavior: Behavior) -> 
     """`behavior` on the message decoded from the call's bytes. grpcio would decode them before any interceptor
     runs, and answer bytes that do not decode with UNKNOWN, uncounted and with a traceback: here they are the
     client's mistake, INVALID_ARGUMENT, counted and logged like any other."""
-    message = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
-    name = message.full_name if message is not None else "request"
+    name = message_name(deserialize)
 
     async def call(raw: bytes, context: Context) -> Any:
         try:
             request = deserialize(raw) if deserialize is not None else raw
         except DecodeError:
-            raise UndecodableInput(
-                f"the {len(raw):,} bytes sent are not a message of type {name}: cut short, corrupted, or holding text "
-                "that is not UTF-8"
-            ) from None
+            raise not_a_message(raw, name) from None
         return await behavior(request, context)
 
     return call
+
+
+def message_name(deserialize: Callable[[bytes], Any] | None) -> str:
+    """The full name of the message type `deserialize` makes ("request" where it cannot tell)."""
+    message = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
+    return message.full_name if message is not None else "request"
+
+
+def not_a_message(raw: bytes, name: str) -> UndecodableInput:
+    return UndecodableInput(
+        f"the {len(raw):,} bytes sent are not a message of type {name}: cut short, corrupted, or holding text "
+        "that is not UTF-8"
+    )
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
@@ -116,7 +126,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         refusal = self.refusal(method, handler_call_details.invocation_metadata)
         if handler.request_streaming or handler.response_streaming:  # reflection and health's Watch
-            return handler if refusal is None else handler_like(handler, refused(refusal))
+            if refusal is not None:
+                return handler_like(handler, refused(refusal))
+            return handler_like(handler, self.decoding_stream(method, handler), raw_requests=True)
         # On grpc.aio a unary handler's behavior is the servicer's coroutine method. The key is checked before the
         # request is decoded: a refused caller's bytes are never parsed.
         servicer = cast(Behavior, handler.unary_unary)
@@ -158,6 +170,55 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(code, f"internal error; quote request id {request_id} when reporting it")
             finally:
                 self.account(method, code, time.perf_counter() - started, request_id)
+
+        return call
+
+    def decoding_stream(self, method: str, handler: Handler) -> Behavior:
+        """A streaming call's behavior on messages decoded from its bytes, as `decoding` does for unary calls: a
+        message that does not decode ends the call with INVALID_ARGUMENT, counted and logged as one access line.
+        The behavior is a coroutine (health's Watch writes through its context) or an async generator (reflection
+        yields); the requests are one message or a stream of them."""
+        deserialize = handler.request_deserializer
+        behavior: Any = handler.unary_stream or handler.stream_stream or handler.stream_unary  # on grpc.aio: async
+        generates = inspect.isasyncgenfunction(behavior)
+        started = time.perf_counter()
+        account = self.account
+
+        name = message_name(deserialize)
+
+        async def refuse(raw: bytes, context: Context) -> NoReturn:
+            detail = not_a_message(raw, name)
+            request_id = request_id_from(metadata_value(context.invocation_metadata(), REQUEST_ID_HEADER))
+            account(method, grpc.StatusCode.INVALID_ARGUMENT, time.perf_counter() - started, request_id)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, detail.detail)
+            raise AssertionError("abort returns only by raising")  # pragma: no cover
+
+        async def decoded(raw: bytes, context: Context) -> Any:
+            try:
+                return deserialize(raw) if deserialize is not None else raw
+            except DecodeError:
+                await refuse(raw, context)
+
+        async def requests(raw: Any, context: Context) -> Any:
+            if not handler.request_streaming:
+                return await decoded(raw, context)
+
+            async def each() -> AsyncIterator[Any]:
+                async for message in raw:
+                    yield await decoded(message, context)
+
+            return each()
+
+        if generates:
+
+            async def stream(raw: Any, context: Context) -> AsyncIterator[Any]:
+                async for response in behavior(await requests(raw, context), context):
+                    yield response
+
+            return cast(Behavior, stream)  # grpc.aio takes an async generator where a coroutine would do
+
+        async def call(raw: Any, context: Context) -> Any:
+            return await behavior(await requests(raw, context), context)
 
         return call
 

@@ -1,6 +1,7 @@
 """Hostile and confused gRPC clients against a real server: bytes that are not a message, fields of megabytes, and a
 property-based fuzz of the Open Inference Protocol's messages. Every one gets INVALID_ARGUMENT or another answer
-that says what was wrong, never UNKNOWN or INTERNAL, and the server serves on.
+that says what was wrong, never UNKNOWN or INTERNAL, and the server serves on; so do the streaming calls (health's
+Watch, reflection).
 
 The messages are tritonclient's (the same proto); nothing here imports service.grpc.stubs, whose descriptors would
 clash with them in one process.
@@ -12,6 +13,8 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2, service_pb2_grpc
@@ -91,6 +94,44 @@ def test_bytes_that_are_not_a_message_are_invalid_argument_counted_and_logged(se
     lines = server.log_lines()
     assert sum(1 for x in lines if x.get("route") == INFER and x.get("status") == "INVALID_ARGUMENT") >= 3
     assert not [x for x in lines if "exception" in x or x.get("level") == "error"]  # no traceback, no error line
+
+
+WATCH = "/grpc.health.v1.Health/Watch"
+REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+
+
+def test_streaming_calls_refuse_bytes_that_are_not_a_message_and_serve_those_that_are(server: Server) -> None:
+    """Health's Watch (one request, a stream of answers) and reflection (streams both ways) as the unary calls."""
+    good_reflection = reflection_pb2.ServerReflectionRequest(list_services="").SerializeToString()
+    with grpc.insecure_channel(server.address) as channel:
+        watch = channel.unary_stream(WATCH)
+        with pytest.raises(grpc.RpcError) as refused:
+            next(iter(watch(b"\xff\xff\xff\xff", timeout=TIMEOUT_S)))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "the 4 bytes sent are not a message of type grpc.health.v1.HealthCheckRequest" in str(
+            refused.value.details()
+        )
+        reflect = channel.stream_stream(REFLECTION)
+        with pytest.raises(grpc.RpcError) as refused:
+            list(reflect(iter([good_reflection, b"\xff\xff"]), timeout=TIMEOUT_S))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "grpc.reflection.v1alpha.ServerReflectionRequest" in str(refused.value.details())
+
+        first = next(
+            iter(health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=TIMEOUT_S))
+        )
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        answers = list(
+            reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=TIMEOUT_S
+            )
+        )
+        names = [s.name for s in answers[0].list_services_response.service]
+        assert "inference.GRPCInferenceService" in names
+    lines = server.log_lines()
+    for method in (WATCH, REFLECTION):
+        assert any(x.get("route") == method and x.get("status") == "INVALID_ARGUMENT" for x in lines), method
+    assert not [x for x in lines if "exception" in x or x.get("level") == "error"]
 
 
 def test_a_refused_key_is_said_before_the_bytes_are_read(tmp_path: Path) -> None:
