@@ -18,6 +18,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.core.dataplane import DataPlane
+from service.core.keys import key_matches, presented_key
 from service.core.telemetry import REQUEST_ID_HEADER, request_id_from
 
 log = logging.getLogger("sae_serve")
@@ -45,16 +46,25 @@ class FrontDoor:
     def __init__(self, app: ASGIApp, plane: DataPlane) -> None:
         self.app = app
         self.plane = plane
+        self.keys = [key.encode() for key in plane.settings.api_keys]
         self.refused_since_log = 0
         self.last_log = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             found = route_and_model(scope["path"], scope["query_string"], self.plane.settings.default_model)
-            if found is not None and self.plane.at_capacity(found[1]):
+            if found is not None and self.plane.at_capacity(found[1]) and self.authorised(scope):
                 await self.refuse(scope, send, *found)
                 return
         await self.app(scope, receive, send)
+
+    def authorised(self, scope: Scope) -> bool:
+        """Whether the request carries a valid key, where keys are set: a caller without one learns nothing of the
+        models' load, and gets its 401 from the app."""
+        if not self.keys:
+            return True
+        key = presented_key(dict(scope["headers"]))
+        return key is not None and key_matches(key, self.keys)
 
     async def refuse(self, scope: Scope, send: Send, route: str, model: str) -> None:
         refusal = self.plane.batchers.refusal(model)

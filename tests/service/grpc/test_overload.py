@@ -69,6 +69,29 @@ def test_past_the_bound_rest_answers_503_with_retry_after_and_every_request_is_a
         assert other.status_code == 200
 
 
+def test_a_caller_without_a_key_gets_401_not_the_models_load(tiny_artifacts: Path) -> None:
+    with serve(tiny_artifacts, SAE_MAX_PENDING_IMAGES=str(IMAGES), SAE_API_KEYS="secret") as server:
+
+        async def mixed() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT_S) as client:
+                keyed = {**RAW, "Authorization": "Bearer secret"}
+                calls = [
+                    client.post("/classify", content=batch(i).tobytes(), headers=keyed if i % 2 else RAW)
+                    for i in range(CONCURRENT)
+                ]
+                return await asyncio.gather(*calls)
+
+        answers: list[httpx.Response] = []
+        for _ in range(5):
+            answers += asyncio.run(mixed())
+            if any(a.status_code == 503 for a in answers):
+                break
+        for answer in answers:
+            keyed = answer.request.headers.get("authorization") == "Bearer secret"
+            assert answer.status_code in ({200, 503} if keyed else {401}), (keyed, answer.status_code)
+        assert any(a.status_code == 503 for a in answers)
+
+
 def test_past_the_bound_grpc_answers_unavailable(tiny_artifacts: Path) -> None:
     with serve(tiny_artifacts, SAE_MAX_PENDING_IMAGES=str(IMAGES)) as server:
         client = triton.InferenceServerClient(server.address)
