@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from models.errors import CheckpointError
-from models.ood import OutOfDistribution
+from models.ood import SCORE_NAME, OutOfDistribution
 from models.sae import SAEConfig
 
 FORMAT_VERSION = 4  # 4 added `ood`; 3 added `calibration`; 2 added `framing`
@@ -199,6 +199,11 @@ def _ood(reader: "_Reader", parts: int) -> OutOfDistribution:
     means, stds = reader.reals("layer_log_means", parts), reader.reals("layer_log_stds", parts)
     if min(stds) <= 0 or reader.number("reconstruction_log_std") <= 0:
         raise CheckpointError(f"{reader.where}: every standard deviation must be above 0")
+    if reader.text("score") != SCORE_NAME:
+        named = reader.text("score")[:100]
+        raise CheckpointError(f"{reader.where}: 'score' {named!r} is not one this sae-serve computes ({SCORE_NAME!r})")
+    if not 0 < reader.number("false_flag_rate") < 1:
+        raise CheckpointError(f"{reader.where}: 'false_flag_rate' must lie between 0 and 1")
     return OutOfDistribution(
         score=reader.text("score"),
         false_flag_rate=reader.number("false_flag_rate"),

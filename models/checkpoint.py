@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from models.card import ModelCard
@@ -74,6 +75,14 @@ def write_whole(path: Path, data: bytes) -> None:
     except BaseException:
         staged.unlink(missing_ok=True)
         raise
+
+
+def checkpoint_files(directory: Path) -> list[Path]:
+    """The files a checkpoint is made of, to copy it elsewhere: its card, its weights and, where the card has an
+    out-of-distribution score, that score's tensors (plots and the like left out)."""
+    card = read_card(directory)
+    names = [CARD_FILE, card.weights_file, *([card.ood.file] if card.ood is not None else [])]
+    return [directory / name for name in names]
 
 
 def is_checkpoint(directory: Path) -> bool:
@@ -152,7 +161,7 @@ def load_checkpoint(
     try:
         model = StackedAutoencoder(card.config)
         model.load_state_dict(load_file(str(weights)))
-    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+    except (KeyError, ValueError, RuntimeError, TypeError, SafetensorError) as e:
         raise CheckpointError(f"{directory}: weights do not fit the card's config: {e}") from e
     model.to(device).eval()
     return LoadedCheckpoint(model=model, card=card, path=directory, judge=_judge(card, directory, device))
@@ -177,5 +186,5 @@ def _judge(card: ModelCard, directory: Path, device: torch.device | str) -> Judg
                     f"layer {k}: means {tuple(means.shape)} and precision {tuple(precision.shape)} for {width} units"
                 )
         return Detector(card.ood, tensors).to(device).eval()
-    except (KeyError, ValueError, RuntimeError) as e:
+    except (KeyError, ValueError, RuntimeError, SafetensorError) as e:
         raise CheckpointError(f"{path}: not the card's out-of-distribution tensors: {e}") from e

@@ -114,7 +114,7 @@ class Detector(torch.nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores (N,), flagged (N,) bool)."""
         scores = self.score(x, layers, rebuilt)
-        return scores, (scores > self.threshold) | self.flat(x)
+        return scores, (scores > self.threshold) | self.flat(x) | ~torch.isfinite(scores)
 
 
 class ReconstructionOnly:

@@ -16,7 +16,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from bench.harness import ROOT
-from models.checkpoint import newest_version
+from models.checkpoint import checkpoint_files, newest_version
 from training.data import DATASETS, FILES, default_data_dir
 
 # The service's dependencies beyond torch, numpy, pillow, safetensors, prometheus-client, httpx,
@@ -68,8 +68,8 @@ def pack_data(target: Path, data_dir: Path) -> None:
 def copy_reference(target: Path, artifacts: Path) -> None:
     for name in DATASETS:
         (target / name).mkdir(parents=True, exist_ok=True)
-        for file in ("card.json", "model.safetensors"):
-            shutil.copy2(newest_version(artifacts / name) / file, target / name / file)
+        for source in checkpoint_files(newest_version(artifacts / name)):
+            shutil.copy2(source, target / name / source.name)
 
 
 def main() -> None:

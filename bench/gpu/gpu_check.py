@@ -39,7 +39,7 @@ import torch
 
 from bench.harness import MULTIPART_TYPE, ROOT, Server, multipart, png_bytes, start_sae_serve
 from models import load_checkpoint, resolve_device, save_checkpoint, to_model_input
-from models.checkpoint import checkpoint_versions, newest_version
+from models.checkpoint import checkpoint_files, checkpoint_versions, newest_version
 from service.core import forward
 from service.core.imaging import decode_image
 from service.core.repository import ServedModel
@@ -189,6 +189,9 @@ def parity(
 def serve(artifacts: Path, device: str, workers: int, log: Path) -> Server:
     """`sae-serve` on a free loopback port; CUDA may take a while to start."""
     settings = {"SAE_DEVICE": device, "SAE_WORKERS": str(workers), "SAE_LOG_LEVEL": "warning", "SAE_LOG_FORMAT": "text"}
+    # Throughput, not overload: closed loops of up to 16 connections of 256 images cannot overload a server, but one
+    # worker may get more than its share of them and reach the default bound of pending images.
+    settings["SAE_MAX_PENDING_IMAGES"] = "0"
     return start_sae_serve(artifacts, settings, log, ready_within=180)
 
 
@@ -286,7 +289,7 @@ def ceilings(
 ) -> dict[str, float]:
     """In-process rates on this machine: /classify's forward on the device (256 and 1 image a call), PNG decoding."""
     checkpoint = load_checkpoint(directory, device)
-    served = ServedModel(directory.name, checkpoint.model, checkpoint.card, device)
+    served = ServedModel(directory.name, checkpoint.model, checkpoint.card, device, judge=checkpoint.judge)
     repeats, rounds = (5, 2) if quick else (50, 5)
     best = {
         "forward_256_images_per_s": 0.0,
@@ -406,8 +409,8 @@ def prepare_artifacts(reference: Path, served: Path) -> None:
     for name in DATASETS:
         target = served / f"{name}{REFERENCE_SUFFIX}"
         target.mkdir(parents=True, exist_ok=True)
-        for file in ("card.json", "model.safetensors"):
-            shutil.copy2(newest_version(reference / name) / file, target / file)
+        for source in checkpoint_files(newest_version(reference / name)):
+            shutil.copy2(source, target / source.name)
 
 
 def summary(result: dict[str, Any]) -> None:

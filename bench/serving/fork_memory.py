@@ -35,7 +35,7 @@ def load(artifacts: Path) -> list[object]:
     served = []
     for name in MODELS:
         checkpoint = load_checkpoint(artifacts / name)
-        served.append(ServedModel(name, checkpoint.model, checkpoint.card, torch.device("cpu")))
+        served.append(ServedModel(name, checkpoint.model, checkpoint.card, torch.device("cpu"), judge=checkpoint.judge))
     return served
 
 

@@ -11,7 +11,7 @@ stack's nginx instead (bench/serving/stack.py brings it up with the bound set, a
 through it with the bound in place, since a refused request there goes to the other replica), or `--url` names a
 running server or load balancer to measure as it is.
 
-    .venv/bin/python -m bench.serving.overload_bench [--pending 512 0] [--seconds 10] [--images 32]
+    .venv/bin/python -m bench.serving.overload_bench [--pending 2048 0] [--seconds 10] [--images 32]
         [--compose | --url http://127.0.0.1:8080/classify] [--multiples 0.5 1 2 4 8]
 
 Goals (issue 21): at 4x capacity, goodput at least 90% of capacity and the accepted requests' p99 at most 5x the p99
@@ -75,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifacts", type=Path, default=ROOT / "artifacts")
     parser.add_argument("--url", help="measure this running endpoint (a /classify URL) instead of starting servers")
-    parser.add_argument("--pending", type=int, nargs="+", default=[512, 0], help="SAE_MAX_PENDING_IMAGES to run")
+    parser.add_argument("--pending", type=int, nargs="+", default=[2048, 0], help="SAE_MAX_PENDING_IMAGES to run")
     parser.add_argument("--images", type=int, default=32, help="images in each request")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each load")
     parser.add_argument("--connections", type=int, default=32, help="of the closed loop that measures capacity")

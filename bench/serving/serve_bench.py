@@ -210,7 +210,7 @@ def _forward_rate(args: tuple[str, int, float]) -> float:
     from service.core.repository import ServedModel
 
     checkpoint = load_checkpoint(checkpoint_dir)
-    served = ServedModel("mnist", checkpoint.model, checkpoint.card, torch.device("cpu"))
+    served = ServedModel("mnist", checkpoint.model, checkpoint.card, torch.device("cpu"), judge=checkpoint.judge)
     pixels = np.random.default_rng(0).integers(0, 256, (256, 28, 28), dtype=np.uint8)
     forward.classify(served, pixels)
     done, start = 0, time.perf_counter()

@@ -9,11 +9,12 @@ grow by themselves. Each request gets back exactly its own rows.
 
 `ModelBatchers` keeps one such batcher per model and operation (service.core.forward.Operation), all feeding
 one forward thread, and bounds each model's pending images (those of its requests queued in any of its batchers,
-waiting for the forward thread, or in a forward pass): a request whose images would take the model past
-`max_pending_images` is refused at once with `Overloaded`, as Triton's max_queue_size and Ray Serve's
-max_queued_requests refuse, rather than left to wait out its timeout. The bound is in images, not requests, because
-the wait it bounds is: a request waits for the images ahead of it. A request larger than the bound is still taken
-when nothing of its model is pending, so that every request the limits accept can be served.
+waiting for the forward thread, or in a forward pass): a request that finds `max_pending_images` or more already
+pending is refused at once with `Overloaded`, as Triton's max_queue_size and Ray Serve's max_queued_requests refuse,
+rather than left to wait out its timeout. The bound is in images, not requests, because the wait it bounds is: a
+request waits for the images ahead of it. Any request is taken while the model is under its bound, a large one as a
+small one (so that none starves under a stream of small ones); the pending images stay under the bound plus one
+request's images.
 """
 
 import asyncio
@@ -213,10 +214,9 @@ class ModelBatchers:
         """The model's images admitted and not yet answered, over its operations and versions."""
         return self._pending.get(model, 0)
 
-    def full(self, model: str, images: int = 1) -> bool:
-        """Whether `images` more would take the model past its bound (never when nothing of it is pending)."""
-        pending = self._pending.get(model, 0)
-        return bool(self.max_pending_images) and pending > 0 and pending + images > self.max_pending_images
+    def full(self, model: str) -> bool:
+        """Whether the model has its bound's images pending or more: the next request is refused."""
+        return bool(self.max_pending_images) and self._pending.get(model, 0) >= self.max_pending_images
 
     def refusal(self, model: str) -> Overloaded:
         """The refusal of one request to a full model, counted."""
@@ -229,9 +229,9 @@ class ModelBatchers:
 
     async def run(self, served: ServedModel, operation: Operation, pixels: NDArray[np.uint8]) -> Any:
         """The operation's result for these images, batched with the same model's and operation's other requests;
-        `Overloaded` at once where they would take the model past its pending images."""
+        `Overloaded` at once where the model already has its bound's images pending."""
         name, images = served.name, len(pixels)
-        if self.full(name, images):
+        if self.full(name):
             raise self.refusal(name)
         self._pending[name] = self._pending.get(name, 0) + images
         try:

@@ -44,12 +44,9 @@ class ServedModel:
 
     def __post_init__(self) -> None:
         if self.judge is None:
+            if self.card.ood is not None:
+                raise ValueError(f"{self.name}: its card has an out-of-distribution score; pass the checkpoint's judge")
             self.judge = ReconstructionOnly(self.card.error_threshold)
-
-    @property
-    def ood_threshold(self) -> float:
-        """The score above which an image is flagged as unlike the training images."""
-        return self.card.ood.threshold if self.card.ood is not None else self.card.error_threshold
 
     @property
     def ood_summary(self) -> dict[str, object]:

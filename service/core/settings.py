@@ -50,11 +50,10 @@ class Settings(BaseSettings):
         2.0, ge=0, description="longest a request waits for others to share its forward pass, from its arrival"
     )
     max_pending_images: int = Field(
-        512,
+        2048,
         ge=0,
-        description="most images of one model's requests a worker holds at once, queued or in a forward pass; a "
-        "request that would take it past this is refused at once (HTTP 503 with Retry-After, gRPC UNAVAILABLE), "
-        "unless nothing of the model is pending; 0: no bound",
+        description="images of one model's requests pending in a worker (queued or in a forward pass) at which the "
+        "next request is refused at once (HTTP 503 with Retry-After, gRPC UNAVAILABLE); 0: no bound",
     )
     api_keys: CommaList = Field([], description="comma-separated API keys; empty: no authentication")
     docs_public: bool = Field(True, description="serve /docs and /openapi.json without an API key")

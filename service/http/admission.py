@@ -2,17 +2,17 @@
 dependency, body or log line is spent on it, so that refusing stays cheap under overload.
 
 The inference routes name their model in the path (/v2/models/{name}[/versions/{v}]/infer) or in the query
-(/classify, /reconstruct, /embed: `model=`, else the default model). Where that model already holds its most
-pending images in this worker (service.core.batching; the body is not read, so it counts as one more image), the
-answer is 503 with Retry-After, in the route's error form, counted in sae_requests_total and
-sae_queue_refusals_total; the log gets one line a second at most, with how many were refused. Everything else,
-and every request the model has room for, goes on to the app, where the batchers check again (the authoritative
-check: the model may fill while a body is read).
+(/classify, /reconstruct, /embed: `model=`, else the default model). Where that model already has its bound's images
+pending in this worker (service.core.batching), and the caller has a valid key where keys are set, the answer is 503
+with Retry-After, in the route's error form, counted in sae_requests_total and sae_queue_refusals_total; the log
+gets one line a second at most, with how many were refused. Everything else, and every request the model has room
+for, goes on to the app, where the batchers check again (the authoritative check: the model may fill while a body
+is read).
 """
 
 import logging
 import time
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -27,7 +27,8 @@ LOG_EVERY_S = 1.0
 
 
 def route_and_model(path: str, query: bytes, default_model: str) -> tuple[str, str] | None:
-    """(the route's template, the model it names) for an inference route; None for every other path."""
+    """(the route's template, as the router names it in sae_requests_total, and the model it names) for an inference
+    route; None for every other path."""
     if path in NATIVE_ROUTES:
         if b"model=" not in query:
             return path, default_model
@@ -36,9 +37,9 @@ def route_and_model(path: str, query: bytes, default_model: str) -> tuple[str, s
     if path.startswith("/v2/models/") and path.endswith("/infer"):
         parts = path.split("/")  # ['', 'v2', 'models', name, 'infer'] or [..., name, 'versions', v, 'infer']
         if len(parts) == 5:
-            return "/v2/models/{model_name}/infer", unquote(parts[3])
+            return "/v2/models/{name}/infer", parts[3]  # ASGI's path is already percent-decoded
         if len(parts) == 7 and parts[4] == "versions":
-            return "/v2/models/{model_name}/versions/{model_version}/infer", unquote(parts[3])
+            return "/v2/models/{name}/versions/{version}/infer", parts[3]
     return None
 
 

@@ -36,16 +36,24 @@ def rest_app(plane: DataPlane, lifespan: Lifespan) -> FastAPI:
         docs_public=settings.docs_public,
         metrics_public=settings.metrics_public,
     )
-    if settings.cors_origins:
+    app.add_middleware(AccessMiddleware, metrics=plane.metrics)  # every answer is counted and logged
+    app.add_middleware(FrontDoor, plane=plane)  # a model at capacity refuses before anything else is spent
+    if settings.cors_origins:  # outermost, so that a refusal carries its headers too
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "X-Reconstruction-Error", "X-Image-Count", "X-Model-Version"],
+            expose_headers=[
+                "X-Request-ID",
+                "X-Reconstruction-Error",
+                "X-Image-Count",
+                "X-Model-Version",
+                "X-OOD-Score",
+                "X-In-Distribution",
+                "Retry-After",
+            ],
         )
-    app.add_middleware(AccessMiddleware, metrics=plane.metrics)  # every answer is counted and logged
-    app.add_middleware(FrontDoor, plane=plane)  # outermost: a model at capacity refuses before anything is spent
     add_error_handlers(app)
     for routes in (native, meta, admin, oip, repository, demo):
         app.include_router(routes.router)

@@ -15,12 +15,13 @@ class ImagesRequest(BaseModel):
 
 
 OOD_SCORE = (
-    "the out-of-distribution score: higher, less like the training images (Mahalanobis distance of the code and "
-    "reconstruction error combined; reconstruction error alone for models trained before the score)"
+    "the out-of-distribution score: higher, less like the training images (the Mahalanobis distances of the pixels "
+    "and of both encoder layers with the reconstruction error; the reconstruction error alone for models trained "
+    "before the score)"
 )
 IN_DISTRIBUTION = (
-    "false where the image is flagged as unlike the training images: ood_score above the model's ood_threshold, or "
-    "a flat image (blank or one grey)"
+    "false where the image is flagged as unlike the training images: ood_score above the model's threshold "
+    "(GET /models: ood.threshold), or, for models with the score, a flat image (blank or one grey)"
 )
 
 

@@ -1,6 +1,7 @@
 """The out-of-distribution score: fitted on training images with its threshold on the validation split, stored in
 the card and `ood.safetensors`, checked when loaded, and the same as the plain Mahalanobis formula."""
 
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -88,17 +89,35 @@ def test_the_card_and_tensors_round_trip_and_are_checked(fitted, tmp_path: Path)
     (tmp_path / "ok" / "ood.safetensors").write_bytes(b"not the tensors")
     with pytest.raises(CheckpointError, match="does not match its card"):
         load_checkpoint(tmp_path / "ok")
+    card_path = tmp_path / "ok" / "card.json"  # a damaged file whose sha256 the card was made to match
+    damaged = json.loads(card_path.read_text())
+    damaged["ood"]["sha256"] = hashlib.sha256(b"not the tensors").hexdigest()
+    card_path.write_text(json.dumps(damaged))
+    with pytest.raises(CheckpointError, match="not the card's out-of-distribution tensors"):
+        load_checkpoint(tmp_path / "ok")
     raw = written.to_dict()
     for key, value, phrase in (
         ("file", "../model.safetensors", "a file name in the checkpoint's folder"),
         ("layer_log_stds", [1.0, 1.0], "a list of 3 numbers"),
         ("layer_log_stds", [1.0, 0.0, 1.0], "above 0"),
         ("threshold", "high", "a finite number"),
+        ("score", "energy", "not one this sae-serve computes"),
+        ("false_flag_rate", 1.5, "between 0 and 1"),
     ):
         bad = json.loads(json.dumps(raw))
         bad["ood"][key] = value
         with pytest.raises(CheckpointError, match=phrase):
             ModelCard.from_dict(bad)
+
+
+def test_a_score_that_is_not_a_number_is_flagged(fitted) -> None:  # type: ignore[no-untyped-def]
+    model, detector, _ = fitted
+    x, _ = blobs(3, 5)
+    with torch.inference_mode():
+        layers = model.encode_layers(x)
+        layers[0][1] = float("nan")  # as an overflow inside the model would leave it
+        scores, flagged = detector(x, layers, model.decode(layers[-1]))
+    assert torch.isnan(scores[1]) and bool(flagged[1])
 
 
 def test_a_card_without_a_score_flags_by_reconstruction_error(tmp_path: Path) -> None:

@@ -182,14 +182,16 @@ def test_a_full_queue_refuses_at_once_and_every_admitted_request_is_answered() -
     assert [int(a[0]) for a in outcomes[2:]] == [784, 0, 784, 784 * 2, 784 * 5]  # type: ignore[index]
 
 
-def test_the_bound_counts_images_and_takes_a_large_request_when_nothing_is_pending() -> None:
+def test_the_bound_counts_images_and_takes_any_request_while_under_it() -> None:
+    """A request larger than the bound is taken while the model is under it (none starves behind small ones); the
+    next is refused once the pending images reach the bound, whatever the requests' sizes."""
     gate = Gate()
     batchers = ModelBatchers(max_batch_images=64, max_wait_s=0.0, max_pending_images=4)
     operation = Operation("classify", lambda _, p: gate(p))
     mnist = served_stub("mnist")
 
-    async def scenario() -> tuple[int, bool, bool, int]:
-        large = asyncio.create_task(batchers.run(mnist, operation, images(6, 1)))  # over the bound, alone: taken
+    async def scenario() -> tuple[int, list[bool], int]:
+        large = asyncio.create_task(batchers.run(mnist, operation, images(6, 1)))  # over the bound, taken
         await asyncio.sleep(0.05)
         held = batchers.pending("mnist")
         with pytest.raises(Overloaded):
@@ -197,17 +199,19 @@ def test_the_bound_counts_images_and_takes_a_large_request_when_nothing_is_pendi
         gate.open.set()
         await asyncio.wait_for(large, timeout=30)
         gate.open.clear()
-        first = asyncio.create_task(batchers.run(mnist, operation, images(2, 1)))
-        await asyncio.sleep(0.05)
-        three_fit = not batchers.full("mnist", 3)
-        two_fit = not batchers.full("mnist", 2)
+        fullness = []
+        tasks = []
+        for _ in range(2):  # 2 images pending: under the bound; 4: at it
+            tasks.append(asyncio.create_task(batchers.run(mnist, operation, images(2, 1))))
+            await asyncio.sleep(0.05)
+            fullness.append(batchers.full("mnist"))
         gate.open.set()
-        await asyncio.wait_for(first, timeout=30)
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
         await batchers.close()
-        return held, three_fit, two_fit, batchers.pending("mnist")
+        return held, fullness, batchers.pending("mnist")
 
-    held, three_fit, two_fit, after = asyncio.run(scenario())
-    assert held == 6 and not three_fit and two_fit and after == 0
+    held, fullness, after = asyncio.run(scenario())
+    assert held == 6 and fullness == [False, True] and after == 0
 
 
 def test_no_bound_when_max_pending_images_is_0() -> None:
@@ -224,3 +228,33 @@ def test_no_bound_when_max_pending_images_is_0() -> None:
         return answers
 
     assert len(asyncio.run(scenario())) == 50
+
+
+def test_the_front_door_names_routes_as_the_router_does() -> None:
+    """Its refusals are counted under the same route templates as the app's answers, for the models named."""
+    from service.http.admission import route_and_model
+    from service.http.rest_app import rest_app
+
+    templates = set(rest_app_paths(rest_app))
+    cases = {
+        ("/classify", b""): ("/classify", "default"),
+        ("/embed", b"layer=1&model=fashion-mnist"): ("/embed", "fashion-mnist"),
+        ("/v2/models/mnist/infer", b""): ("/v2/models/{name}/infer", "mnist"),
+        ("/v2/models/mnist/versions/2/infer", b""): ("/v2/models/{name}/versions/{version}/infer", "mnist"),
+        ("/v2/models/mnist/ready", b""): None,
+        ("/models", b""): None,
+    }
+    for (path, query), expected in cases.items():
+        found = route_and_model(path, query, "default")
+        assert found == expected, path
+        if found is not None:
+            assert found[0] in templates, found
+
+
+def rest_app_paths(make: object) -> list[str]:
+    """The route templates of the REST app, as its OpenAPI description names them."""
+    from service.core.dataplane import DataPlane
+    from tests.service.apps import make_settings
+
+    plane = DataPlane(make_settings(Path("/nonexistent")))
+    return list(make(plane, None).openapi()["paths"])  # type: ignore[operator]

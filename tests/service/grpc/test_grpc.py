@@ -86,6 +86,8 @@ def test_liveness_readiness_and_metadata(client: triton.InferenceServerClient) -
         ("embedding", "FP32", ["-1", "256"]),
         ("reconstruction", "FP32", ["-1", "28", "28"]),
         ("reconstruction_error", "FP32", ["-1"]),
+        ("ood_score", "FP32", ["-1"]),
+        ("in_distribution", "BOOL", ["-1"]),
         ("abstained", "BOOL", ["-1"]),
     ]
 
@@ -111,13 +113,16 @@ def test_raw_tensors_answer_as_classify_and_embed_do(
         "embedding",
         "reconstruction",
         "reconstruction_error",
+        "ood_score",
+        "in_distribution",
     ]
-    assert len(answer.raw_output_contents) == 5  # raw outputs, as Triton answers
+    assert len(answer.raw_output_contents) == 7  # raw outputs, as Triton answers
     assert np.allclose(result.as_numpy("probabilities"), probabilities, atol=1e-6)
     assert result.as_numpy("label").tolist() == labels
     assert np.allclose(result.as_numpy("embedding"), embeddings, atol=1e-6)
     assert result.as_numpy("reconstruction").shape == (5, 28, 28)
     assert result.as_numpy("reconstruction_error").shape == (5,)
+    assert result.as_numpy("ood_score").shape == (5,) and result.as_numpy("in_distribution").dtype == np.bool_
 
 
 @pytest.mark.slow
@@ -165,7 +170,8 @@ def test_errors_have_their_codes_and_the_rest_detail_text(client: triton.Inferen
     assert code == "INVALID_ARGUMENT" and message == rest_error(server.url, "mnist", bright, "FP32")
     assert refusal(client.infer, "mnist", [images_input(one)], outputs=outputs("logits")) == (
         "INVALID_ARGUMENT",
-        "outputs must be named from probabilities, label, embedding, reconstruction, reconstruction_error, abstained",
+        "outputs must be named from probabilities, label, embedding, reconstruction, reconstruction_error, ood_score, "
+        "in_distribution, abstained",
     )
     code, message = refusal(client.infer, "mnist", [images_input(one)], model_version="latest")
     assert code == "INVALID_ARGUMENT" and "not a version number" in message
@@ -258,7 +264,7 @@ def test_api_keys_guard_every_call_but_health_and_liveness(artifacts: Path) -> N
 def test_64_concurrent_streams_each_get_their_own_rows(server: Server, artifacts: Path) -> None:
     pictures = np.stack([digit_like(200 + i) for i in range(256)])
     checkpoint = load_checkpoint(artifacts / "mnist")
-    served = ServedModel("mnist", checkpoint.model, checkpoint.card, torch.device("cpu"))
+    served = ServedModel("mnist", checkpoint.model, checkpoint.card, torch.device("cpu"), judge=checkpoint.judge)
     expected = [forward.all_outputs(served, pictures[i : i + 1]) for i in range(len(pictures))]  # unbatched
     forwards_before = forwards(server)
 
