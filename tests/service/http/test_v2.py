@@ -35,6 +35,8 @@ def test_tritonclient_answers_equal_the_native_routes(server: str, binary: bool)
         "embedding",
         "reconstruction",
         "reconstruction_error",
+        "ood_score",
+        "in_distribution",
         "abstained",
     }
     images = np.stack([digit_like(i) for i in range(5)])
