@@ -25,6 +25,8 @@ from typing import Protocol
 
 import torch
 
+from models.sae import StackedAutoencoder
+
 SCORE_NAME = "mahalanobis(input, layers)+reconstruction"
 OOD_FILE = "ood.safetensors"
 TINY = 1e-12  # the floor under a distance or error before its log
@@ -49,18 +51,25 @@ class OutOfDistribution:
 
 
 class Judge(Protocol):
-    """Scores and flags a batch from its model input, its encoder layers' outputs and its reconstruction."""
+    """Scores and flags a batch from its model input, its encoder layers' outputs and its reconstruction errors:
+    what the model's one pass has already computed."""
 
     threshold: float
 
     def __call__(
-        self, x: torch.Tensor, layers: list[torch.Tensor], rebuilt: torch.Tensor
+        self, x: torch.Tensor, layers: list[torch.Tensor], errors: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def reconstruction_errors(x: torch.Tensor, rebuilt: torch.Tensor) -> torch.Tensor:
     """(N,) mean squared error per image, pixels in [0, 1]."""
     return (rebuilt - x).pow(2).mean(1)
+
+
+def judged(model: StackedAutoencoder, judge: Judge, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, flagged) of model input `x` (N, 784), for callers that run no pass of their own."""
+    layers = model.encode_layers(x)
+    return judge(x, layers, reconstruction_errors(x, model.decode(layers[-1])))
 
 
 class Gaussians(torch.nn.Module):
@@ -98,10 +107,9 @@ class Detector(torch.nn.Module):
         """The input's and each encoder layer's (N,) squared distance to its nearest class mean."""
         return [gaussians(h) for gaussians, h in zip(self.layers, [x, *layers], strict=True)]
 
-    def score(self, x: torch.Tensor, layers: list[torch.Tensor], rebuilt: torch.Tensor) -> torch.Tensor:
+    def score(self, x: torch.Tensor, layers: list[torch.Tensor], errors: torch.Tensor) -> torch.Tensor:
         p = self.params
-        error = reconstruction_errors(x, rebuilt).clamp_min(TINY)
-        total = (error.log() - p.reconstruction_log_mean) / p.reconstruction_log_std
+        total = (errors.clamp_min(TINY).log() - p.reconstruction_log_mean) / p.reconstruction_log_std
         for distance, mean, std in zip(self.distances(x, layers), p.layer_log_means, p.layer_log_stds, strict=True):
             total = total + (distance.log() - mean) / std
         return total
@@ -110,10 +118,10 @@ class Detector(torch.nn.Module):
         return x.std(1) < self.params.flat_std
 
     def forward(
-        self, x: torch.Tensor, layers: list[torch.Tensor], rebuilt: torch.Tensor
+        self, x: torch.Tensor, layers: list[torch.Tensor], errors: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores (N,), flagged (N,) bool)."""
-        scores = self.score(x, layers, rebuilt)
+        scores = self.score(x, layers, errors)
         return scores, (scores > self.threshold) | self.flat(x) | ~torch.isfinite(scores)
 
 
@@ -124,7 +132,6 @@ class ReconstructionOnly:
         self.threshold = threshold
 
     def __call__(
-        self, x: torch.Tensor, layers: list[torch.Tensor], rebuilt: torch.Tensor
+        self, x: torch.Tensor, layers: list[torch.Tensor], errors: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        errors = reconstruction_errors(x, rebuilt)
         return errors, errors > self.threshold

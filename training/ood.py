@@ -77,7 +77,7 @@ def fit_ood(
     scores = []
     for chunk in validation_x.split(CHUNK):
         outputs = model.encode_layers(chunk)
-        scores.append(standardised.score(chunk, outputs, model.decode(outputs[-1])))
+        scores.append(standardised.score(chunk, outputs, reconstruction_errors(chunk, model.decode(outputs[-1]))))
     threshold = torch.quantile(torch.cat(scores).double(), 1 - false_flag_rate).item()
     params = fitted(threshold, len(validation_x))
     tensors = {k: v.contiguous() for k, v in tensors.items()}

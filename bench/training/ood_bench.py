@@ -33,7 +33,7 @@ import torch
 
 from bench.harness import ROOT
 from models import StackedAutoencoder, load_checkpoint, to_model_input
-from models.ood import Judge
+from models.ood import Judge, judged
 from training.calibration import validation_split
 from training.data import load_dataset
 from training.ood import FALSE_FLAG_RATE
@@ -118,11 +118,7 @@ def detectors(model: StackedAutoencoder, train: torch.Tensor, labels: torch.Tens
 def served(model: StackedAutoencoder, judge: Judge) -> tuple[Score, Flag]:
     """The checkpoint's score and flag, from the one pass the service makes."""
 
-    def passes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        layers = model.encode_layers(x)
-        return judge(x, layers, model.decode(layers[-1]))
-
-    return (lambda x: passes(x)[0]), (lambda x: passes(x)[1])
+    return (lambda x: judged(model, judge, x)[0]), (lambda x: judged(model, judge, x)[1])
 
 
 def combinations(mahalanobis: Score, reconstruction: Score, validation: torch.Tensor) -> dict[str, Score]:

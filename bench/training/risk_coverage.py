@@ -15,6 +15,7 @@ import torch
 
 from bench.harness import ROOT
 from models import load_checkpoint, to_model_input
+from models.ood import reconstruction_errors
 from training.data import load_dataset
 
 
@@ -33,7 +34,7 @@ def main() -> None:
         model, x = checkpoint.model.eval(), to_model_input(data.test_images)
         layers = model.encode_layers(x)
         logits = model.classify_code(layers[-1])
-        _, flagged = checkpoint.judge(x, layers, model.decode(layers[-1]))
+        _, flagged = checkpoint.judge(x, layers, reconstruction_errors(x, model.decode(layers[-1])))
         probabilities = (logits / checkpoint.card.temperature).softmax(1)
         confidence, predicted = probabilities.max(1)
         right = predicted == data.test_labels

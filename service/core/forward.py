@@ -60,17 +60,15 @@ def _probabilities(served: ServedModel, code: torch.Tensor) -> tuple[Floats, Flo
     return probabilities.cpu().numpy(), log_probabilities.cpu().numpy()
 
 
-def _errors(rebuilt: torch.Tensor, x: torch.Tensor) -> Floats:
-    return reconstruction_errors(x, rebuilt).cpu().numpy()
-
-
 def _judged(
     served: ServedModel, x: torch.Tensor, layers: list[torch.Tensor], rebuilt: torch.Tensor
-) -> tuple[Floats, Flags]:
-    """(the out-of-distribution scores, whether each image is in distribution), from the model's one pass."""
+) -> tuple[Floats, Floats, Flags]:
+    """(the reconstruction errors, the out-of-distribution scores, whether each image is in distribution), from
+    the model's one pass; the errors computed once, for the answer and the score."""
     assert served.judge is not None  # ServedModel sets it
-    scores, flagged = served.judge(x, layers, rebuilt)
-    return scores.float().cpu().numpy(), (~flagged).cpu().numpy()
+    errors = reconstruction_errors(x, rebuilt)
+    scores, flagged = served.judge(x, layers, errors)
+    return errors.cpu().numpy(), scores.float().cpu().numpy(), (~flagged).cpu().numpy()
 
 
 @torch.inference_mode()
@@ -79,7 +77,8 @@ def classify(served: ServedModel, pixels: NDArray[np.uint8]) -> Classification:
     layers = served.model.encode_layers(x)  # (N, 400), (N, 256): shared by the classifier, decoder and score
     rebuilt = served.model.decode(layers[-1])
     probabilities, scores = _probabilities(served, layers[-1])  # (N, classes) each
-    return Classification(probabilities, _errors(rebuilt, x), scores, *_judged(served, x, layers, rebuilt))
+    errors, ood_scores, inside = _judged(served, x, layers, rebuilt)
+    return Classification(probabilities, errors, scores, ood_scores, inside)
 
 
 @torch.inference_mode()
@@ -88,7 +87,7 @@ def reconstruct(served: ServedModel, pixels: NDArray[np.uint8]) -> Reconstructio
     layers = served.model.encode_layers(x)
     rebuilt = served.model.decode(layers[-1])  # (N, 784) in [0, 1]
     as_pixels = rebuilt.mul(255).round().to(torch.uint8).view(-1, 28, 28)
-    return Reconstructions(as_pixels.cpu().numpy(), _errors(rebuilt, x), *_judged(served, x, layers, rebuilt))
+    return Reconstructions(as_pixels.cpu().numpy(), *_judged(served, x, layers, rebuilt))
 
 
 @torch.inference_mode()
@@ -96,7 +95,8 @@ def embed(served: ServedModel, pixels: NDArray[np.uint8], layer: int) -> Embeddi
     x = _input(served, pixels)
     layers = served.model.encode_layers(x)  # (N, 400), (N, 256)
     vectors = layers[layer - 1].cpu().numpy()
-    return Embeddings(vectors, *_judged(served, x, layers, served.model.decode(layers[-1])))
+    _, ood_scores, inside = _judged(served, x, layers, served.model.decode(layers[-1]))
+    return Embeddings(vectors, ood_scores, inside)
 
 
 @dataclass
@@ -118,14 +118,8 @@ def all_outputs(served: ServedModel, pixels: NDArray[np.uint8]) -> AllOutputs:
     code = layers[-1]  # (N, 256)
     rebuilt = served.model.decode(code)  # (N, 784)
     probabilities, scores = _probabilities(served, code)
-    return AllOutputs(
-        probabilities,
-        code.cpu().numpy(),
-        rebuilt.cpu().numpy(),
-        _errors(rebuilt, x),
-        scores,
-        *_judged(served, x, layers, rebuilt),
-    )
+    errors, ood_scores, inside = _judged(served, x, layers, rebuilt)
+    return AllOutputs(probabilities, code.cpu().numpy(), rebuilt.cpu().numpy(), errors, scores, ood_scores, inside)
 
 
 def abstained(probabilities: Floats, min_confidence: float, in_distribution: Flags) -> Flags:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models import CheckpointError, ModelCard, SAEConfig, StackedAutoencoder, load_checkpoint, save_checkpoint
-from models.ood import Detector, ReconstructionOnly
+from models.ood import Detector, ReconstructionOnly, judged, reconstruction_errors
 from tests.checkpoints import make_card
 from training.ood import fit_ood
 
@@ -38,8 +38,7 @@ def fitted() -> tuple[StackedAutoencoder, Detector, dict[str, torch.Tensor]]:
 
 def judge(model: StackedAutoencoder, detector: Detector, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.inference_mode():
-        layers = model.encode_layers(x)
-        return detector(x, layers, model.decode(layers[-1]))
+        return judged(model, detector, x)
 
 
 def test_the_threshold_flags_the_stated_share_of_the_validation_split(fitted) -> None:  # type: ignore[no-untyped-def]
@@ -116,7 +115,7 @@ def test_a_score_that_is_not_a_number_is_flagged(fitted) -> None:  # type: ignor
     with torch.inference_mode():
         layers = model.encode_layers(x)
         layers[0][1] = float("nan")  # as an overflow inside the model would leave it
-        scores, flagged = detector(x, layers, model.decode(layers[-1]))
+        scores, flagged = detector(x, layers, reconstruction_errors(x, model.decode(layers[-1])))
     assert torch.isnan(scores[1]) and bool(flagged[1])
 
 
