@@ -1,11 +1,38 @@
-"""Architecture, preprocessing and checkpoint format shared by training and the service."""
+"""Architecture, preprocessing and checkpoint format shared by training and the service.
 
-from models.card import FULL_FRAME, MNIST_FRAMING, Calibration, Framing, Metrics, ModelCard
-from models.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
-from models.device import DEVICE_CHOICES, resolve_device
+The card, the config and the checkpoint's layout need no torch (a server running the ONNX graph has none); the
+torch model, its checkpoint reading and writing and the preprocessing function import torch when first named.
+"""
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from models.card import FULL_FRAME, MNIST_FRAMING, Calibration, Framing, Graph, Metrics, ModelCard
+from models.config import IMAGE_SIDE, PREPROCESSING, SAEConfig
 from models.errors import CheckpointError
-from models.preprocess import IMAGE_SIDE, PREPROCESSING, to_model_input
-from models.sae import SAEConfig, StackedAutoencoder
+
+if TYPE_CHECKING:
+    from models.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
+    from models.device import DEVICE_CHOICES, resolve_device
+    from models.preprocess import to_model_input
+    from models.sae import StackedAutoencoder
+
+_WITH_TORCH = {
+    "LoadedCheckpoint": "models.checkpoint",
+    "load_checkpoint": "models.checkpoint",
+    "save_checkpoint": "models.checkpoint",
+    "DEVICE_CHOICES": "models.device",
+    "resolve_device": "models.device",
+    "to_model_input": "models.preprocess",
+    "StackedAutoencoder": "models.sae",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WITH_TORCH:
+        return getattr(import_module(_WITH_TORCH[name]), name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")
+
 
 __all__ = [
     "DEVICE_CHOICES",
@@ -16,6 +43,7 @@ __all__ = [
     "Calibration",
     "CheckpointError",
     "Framing",
+    "Graph",
     "LoadedCheckpoint",
     "Metrics",
     "ModelCard",

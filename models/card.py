@@ -11,12 +11,13 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from models.config import SAEConfig
 from models.errors import CheckpointError
-from models.ood import SCORE_NAME, OutOfDistribution
-from models.sae import SAEConfig
 
-FORMAT_VERSION = 4  # 4 added `ood`; 3 added `calibration`; 2 added `framing`
+FORMAT_VERSION = 5  # 5 added `graph`; 4 added `ood`; 3 added `calibration`; 2 added `framing`
 PERCENTILES = ("p50", "p90", "p99", "p99.9")
+SCORE_NAME = "mahalanobis(input, layers)+reconstruction"  # the out-of-distribution score of models/ood.py
+OOD_FILE = "ood.safetensors"
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,34 @@ class Calibration:
 
 
 @dataclass(frozen=True)
+class OutOfDistribution:
+    """The card's `ood` section (the score of models/ood.py): its fitted scalars, its threshold and how it was set."""
+
+    score: str  # SCORE_NAME
+    false_flag_rate: float  # the share of the validation split above the threshold
+    threshold: float  # scores above it are flagged
+    layer_log_means: tuple[float, ...]  # of each layer's log Mahalanobis distance over the training images: the
+    # input's (layer 0), then each encoder layer's
+    layer_log_stds: tuple[float, ...]
+    reconstruction_log_mean: float  # of log reconstruction error over the training images
+    reconstruction_log_std: float
+    flat_std: float  # pixel standard deviation under which an image is flat, and flagged
+    validation_examples: int
+    file: str = OOD_FILE
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The card's `graph` section: the whole pass as an ONNX graph (models/graph.py), for runtimes without torch."""
+
+    file: str
+    sha256: str
+    opset: int  # the ONNX operator set it is written in
+    ir_version: int  # the file format's version, one the runtimes of its day read
+
+
+@dataclass(frozen=True)
 class ModelCard:
     dataset: str
     class_names: tuple[str, ...]
@@ -75,6 +104,7 @@ class ModelCard:
     provenance: dict[str, Any] = field(default_factory=dict)
     calibration: Calibration | None = None  # cards before format 3 have none: temperature 1
     ood: OutOfDistribution | None = None  # cards before format 4 have none: flagged by reconstruction error
+    graph: Graph | None = None  # cards before format 5, and checkpoints not exported, have none: torch only
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +121,7 @@ class ModelCard:
             "provenance": self.provenance,
             **({"calibration": asdict(self.calibration)} if self.calibration else {}),
             **({"ood": asdict(self.ood)} if self.ood else {}),
+            **({"graph": asdict(self.graph)} if self.graph else {}),
         }
 
     @classmethod
@@ -150,10 +181,11 @@ class ModelCard:
                 test_nll_after=reader.number("test_nll_after"),
             )
         known = {"format_version", "dataset", "class_names", "framing", "config", "metrics", "pretraining"}
-        known |= {"recipe", "weights_file", "weights_sha256", "provenance", "calibration", "ood"}
+        known |= {"recipe", "weights_file", "weights_sha256", "provenance", "calibration", "ood", "graph"}
         # format 1 kept provenance at the top level
         provenance = dict(card.raw.get("provenance") or {k: v for k, v in card.raw.items() if k not in known})
         ood = _ood(card.section("ood"), config.depth + 1) if version >= 4 and "ood" in card.raw else None
+        graph = _graph(card.section("graph")) if version >= 5 and "graph" in card.raw else None
         return cls(
             dataset=dataset,
             class_names=class_names,
@@ -168,6 +200,7 @@ class ModelCard:
             provenance=provenance,
             calibration=calibration,
             ood=ood,
+            graph=graph,
         )
 
     @property
@@ -216,6 +249,15 @@ def _ood(reader: "_Reader", parts: int) -> OutOfDistribution:
         validation_examples=reader.integer("validation_examples"),
         file=_file_name(reader, "file"),
         sha256=reader.text("sha256"),
+    )
+
+
+def _graph(reader: "_Reader") -> Graph:
+    return Graph(
+        file=_file_name(reader, "file"),
+        sha256=reader.text("sha256"),
+        opset=reader.integer("opset"),
+        ir_version=reader.integer("ir_version"),
     )
 
 

@@ -20,34 +20,14 @@ Cards written before the score (format 3 and earlier) flag by reconstruction err
 in-distribution threshold: `ReconstructionOnly`.
 """
 
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
+from models.card import OutOfDistribution
 from models.sae import StackedAutoencoder
 
-SCORE_NAME = "mahalanobis(input, layers)+reconstruction"
-OOD_FILE = "ood.safetensors"
 TINY = 1e-12  # the floor under a distance or error before its log
-
-
-@dataclass(frozen=True)
-class OutOfDistribution:
-    """The card's `ood` section: the score's fitted scalars, its threshold and how it was set."""
-
-    score: str  # SCORE_NAME
-    false_flag_rate: float  # the share of the validation split above the threshold
-    threshold: float  # scores above it are flagged
-    layer_log_means: tuple[float, ...]  # of each layer's log Mahalanobis distance over the training images: the
-    # input's (layer 0), then each encoder layer's
-    layer_log_stds: tuple[float, ...]
-    reconstruction_log_mean: float  # of log reconstruction error over the training images
-    reconstruction_log_std: float
-    flat_std: float  # pixel standard deviation under which an image is flat, and flagged
-    validation_examples: int
-    file: str = OOD_FILE
-    sha256: str = ""
 
 
 class Judge(Protocol):

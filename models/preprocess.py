@@ -2,8 +2,7 @@
 
 import torch
 
-IMAGE_SIDE = 28
-PREPROCESSING = "uint8 grayscale 28x28, row-major, divided by 255 -> float32 in [0, 1], shape (N, 784)"
+from models.config import IMAGE_SIDE
 
 
 def to_model_input(pixels: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,8 @@ import tempfile
 from pathlib import Path
 
 from models import DEVICE_CHOICES, CheckpointError, load_checkpoint, resolve_device, save_checkpoint, to_model_input
-from models.checkpoint import next_version_dir
+from models.graph import add_graph
+from models.layout import GRAPH_FILE, checkpoint_versions, next_version_dir, read_card
 from training.data import DATASETS, DataError, fetch, load_dataset, update_package_lists
 from training.evaluate import evaluate
 from training.recipes import RECIPES, recipe_for
@@ -61,8 +62,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         directory = out / name
         if args.if_missing:
             try:
-                load_checkpoint(directory)
-                print(f"{name}: checkpoint in {directory} is present and verified; not retraining")
+                checkpoint = load_checkpoint(directory)
+                print(f"{name}: checkpoint in {checkpoint.path} is present and verified; not retraining")
+                if checkpoint.card.graph is None:
+                    add_graph(checkpoint.path)
+                    print(f"{name}: exported its ONNX graph to {checkpoint.path / GRAPH_FILE}")
                 continue
             except CheckpointError as e:
                 print(f"{name}: training ({e})")
@@ -85,6 +89,30 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"{c.test_nll_after:.4f}"
             )
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write model.onnx into every checkpoint named (each version of a model's folder), or every one served."""
+    folders = args.checkpoints or [args.artifacts_dir / name for name in _served(args.artifacts_dir)]
+    if not folders:
+        raise CheckpointError(f"no checkpoint in {args.artifacts_dir}; train one first or name checkpoint folders")
+    for folder in folders:
+        versions = checkpoint_versions(folder) or {0: folder}  # 0: a checkpoint named directly
+        for directory in versions.values():
+            if read_card(directory).graph is not None and not args.force:
+                print(f"{directory}: has its graph; not exported again (--force does)")
+                continue
+            card = add_graph(directory)
+            assert card.graph is not None
+            print(f"{directory}: graph exported to {directory / card.graph.file} (sha256 {card.graph.sha256[:12]})")
+    return 0
+
+
+def _served(artifacts_dir: Path) -> list[str]:
+    """The models a server of `artifacts_dir` finds: its folders that hold a checkpoint."""
+    if not artifacts_dir.is_dir():
+        return []
+    return sorted(f.name for f in artifacts_dir.iterdir() if not f.name.startswith(".") and checkpoint_versions(f))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -205,6 +233,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Without --out: the folder `sae-serve` loads from, read from the same variable.
     p.set_defaults(func=cmd_train, artifacts_dir=settings.artifacts_dir)
+
+    p = sub.add_parser(
+        "export", help="add the ONNX graph (model.onnx) to checkpoints written without one, for ONNX Runtime"
+    )
+    p.add_argument(
+        "checkpoints",
+        type=Path,
+        nargs="*",
+        help="checkpoint folders, or models' folders (each of their versions); default: every model in the "
+        "artifacts folder",
+    )
+    p.add_argument(
+        "--artifacts-dir",
+        type=Path,
+        default=settings.artifacts_dir,
+        help="where the models are (default: $SAE_ARTIFACTS_DIR or ./artifacts)",
+    )
+    p.add_argument("--force", action="store_true", help="export again where a checkpoint has its graph")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on its data set's test split")
     p.add_argument(
