@@ -20,31 +20,13 @@ from onnx import TensorProto, helper, numpy_helper
 from safetensors.numpy import load_file
 
 from models.card import Graph, ModelCard
-from models.layout import GRAPH_FILE, read_card, sha256_file, verified, write_card, write_whole
+from models.layout import GRAPH_FILE, GRAPH_INPUT, read_card, sha256_file, verified, write_card, write_whole
 
 OPSET = 17  # ReduceMean and ReduceMin still take their axes as attributes
 IR_VERSION = 8  # the IR of opset 17: onnx 1.23 would write 14 by default, which ONNX Runtime 1.3x refuses
 TINY = 1e-12  # models/ood.py's floor under a distance or error before its log
 
-INPUT = "pixels"  # uint8 (N, 784), row-major
-
 Array = NDArray[np.float32]
-
-
-def output_names(depth: int) -> list[str]:
-    """Every output, (N, ...) each: calibrated probabilities (softmax of the log-probabilities over the card's
-    temperature), the head's log-probabilities (which rank the classes), each encoder layer's output (the last the
-    code), the reconstruction in [0, 1], its error, the out-of-distribution score and whether it is in distribution."""
-    embeddings = [f"embedding_{k}" for k in range(1, depth + 1)]
-    return [
-        "probabilities",
-        "log_probabilities",
-        *embeddings,
-        "reconstruction",
-        "reconstruction_error",
-        "ood_score",
-        "in_distribution",
-    ]
 
 
 class _Builder:
@@ -94,7 +76,7 @@ def build(card: ModelCard, weights: dict[str, Array], ood_tensors: dict[str, Arr
     """The card's model as an ONNX graph; `ood_tensors` (models/ood.py's means and precisions) where it has a score."""
     config, g = card.config, _Builder()
     side = config.input_dim
-    x = g.op("Div", g.op("Cast", INPUT, to=TensorProto.FLOAT), g.scalar(255.0), output="x")  # (N, 784)
+    x = g.op("Div", g.op("Cast", GRAPH_INPUT, to=TensorProto.FLOAT), g.scalar(255.0), output="x")  # (N, 784)
     layers, h = [], x
     for k in range(config.depth):
         h = g.op("Tanh", g.linear(h, weights[f"encoders.{k}.weight"], weights[f"encoders.{k}.bias"], f"encoders.{k}"))
@@ -150,7 +132,7 @@ def build(card: ModelCard, weights: dict[str, Array], ood_tensors: dict[str, Arr
     graph = helper.make_graph(
         g.nodes,
         f"sae_{card.dataset}",
-        [helper.make_tensor_value_info(INPUT, TensorProto.UINT8, ["N", side])],
+        [helper.make_tensor_value_info(GRAPH_INPUT, TensorProto.UINT8, ["N", side])],
         outputs,
         initializer=g.constants,
     )

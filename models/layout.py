@@ -18,6 +18,17 @@ from models.errors import CheckpointError
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
 GRAPH_FILE = "model.onnx"
+GRAPH_INPUT = "pixels"  # the graph's one input: uint8 (N, 784), row-major
+
+
+def graph_outputs(depth: int) -> list[str]:
+    """The graph's outputs, (N, ...) each: calibrated probabilities (softmax of the log-probabilities over the
+    card's temperature), the head's log-probabilities (which rank the classes), each encoder layer's output (the
+    last the code), the reconstruction in [0, 1], its error, the out-of-distribution score and whether the image
+    is in distribution."""
+    embeddings = [f"embedding_{k}" for k in range(1, depth + 1)]
+    head = ["probabilities", "log_probabilities"]
+    return [*head, *embeddings, "reconstruction", "reconstruction_error", "ood_score", "in_distribution"]
 
 
 def sha256_file(path: Path) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.harness import free_port, start_sae_serve
-from models.checkpoint import checkpoint_versions
+from models.layout import checkpoint_versions
 
 __all__ = ["TRAINED_ARTIFACTS", "free_port", "require_trained_artifacts", "start_server"]
 

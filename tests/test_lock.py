@@ -28,3 +28,18 @@ def test_the_lock_satisfies_the_project_and_every_extra() -> None:
         if version is None or not requirement.specifier.contains(version, prereleases=True):
             unmet.append(f"{requirement} (locked: {version})")
     assert not unmet, f"requirements.lock is behind pyproject.toml; run `make lock`: {', '.join(unmet)}"
+
+
+def test_the_serving_lock_pins_the_same_versions_and_no_torch() -> None:
+    """requirements-serve.lock (the serving image's) holds the project's own dependencies, at the main lock's
+    versions, and nothing of torch's."""
+    lines = (ROOT / "requirements-serve.lock").read_text().splitlines()
+    pins = (line.split()[0].partition("==") for line in lines if line and not line[0].isspace() and line[0] != "#")
+    serving = {canonicalize_name(name): version for name, _, version in pins}
+    locked = locked_versions()
+    assert {name: (version, locked.get(name)) for name, version in serving.items() if locked.get(name) != version} == {}
+    assert not {"torch", "triton", "torchvision", "onnx"} & set(serving)
+    assert not [n for n in serving if n.startswith("nvidia-")]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for requirement in map(Requirement, project["dependencies"]):
+        assert requirement.specifier.contains(serving[canonicalize_name(requirement.name)], prereleases=True)

@@ -16,7 +16,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from bench.harness import ROOT
-from models.checkpoint import checkpoint_files, newest_version
+from models.layout import checkpoint_files, newest_version
 from training.data import DATASETS, FILES, default_data_dir
 
 # The service's dependencies beyond torch, numpy, pillow, safetensors, prometheus-client, httpx,

@@ -39,10 +39,11 @@ import torch
 
 from bench.harness import MULTIPART_TYPE, ROOT, Server, multipart, png_bytes, start_sae_serve
 from models import load_checkpoint, resolve_device, save_checkpoint, to_model_input
-from models.checkpoint import checkpoint_files, checkpoint_versions, newest_version
+from models.layout import checkpoint_files, checkpoint_versions, newest_version
 from service.core import forward
 from service.core.imaging import decode_image
 from service.core.repository import ServedModel
+from service.core.run_torch import TorchRunner
 from training.data import DATASETS, Dataset, load_dataset
 from training.recipes import recipe_for
 from training.train import train
@@ -289,7 +290,9 @@ def ceilings(
 ) -> dict[str, float]:
     """In-process rates on this machine: /classify's forward on the device (256 and 1 image a call), PNG decoding."""
     checkpoint = load_checkpoint(directory, device)
-    served = ServedModel(directory.name, checkpoint.model, checkpoint.card, device, judge=checkpoint.judge)
+    served = ServedModel(
+        directory.name, checkpoint.card, TorchRunner(checkpoint.model, checkpoint.card, checkpoint.judge, device)
+    )
     repeats, rounds = (5, 2) if quick else (50, 5)
     best = {
         "forward_256_images_per_s": 0.0,

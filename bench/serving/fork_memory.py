@@ -31,11 +31,13 @@ def load(artifacts: Path) -> list[object]:
 
     from models import load_checkpoint
     from service.core.repository import ServedModel
+    from service.core.run_torch import TorchRunner
 
     served = []
     for name in MODELS:
         checkpoint = load_checkpoint(artifacts / name)
-        served.append(ServedModel(name, checkpoint.model, checkpoint.card, torch.device("cpu"), judge=checkpoint.judge))
+        runner = TorchRunner(checkpoint.model, checkpoint.card, checkpoint.judge, torch.device("cpu"))
+        served.append(ServedModel(name, checkpoint.card, runner))
     return served
 
 

@@ -20,6 +20,7 @@ from models import load_checkpoint
 from models.ood import ReconstructionOnly
 from service.core.forward import classify
 from service.core.repository import ServedModel
+from service.core.run_torch import TorchRunner
 from training.data import load_dataset
 
 
@@ -33,8 +34,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     checkpoint = load_checkpoint(args.artifacts / "mnist")
-    with_score = ServedModel("mnist", checkpoint.model, checkpoint.card, torch.device("cpu"), judge=checkpoint.judge)
-    without = replace(with_score, judge=ReconstructionOnly(checkpoint.card.error_threshold))
+    cpu = torch.device("cpu")
+    with_score = ServedModel(
+        "mnist", checkpoint.card, TorchRunner(checkpoint.model, checkpoint.card, checkpoint.judge, cpu)
+    )
+    reconstruction_only = ReconstructionOnly(checkpoint.card.error_threshold)
+    without = replace(with_score, runner=TorchRunner(checkpoint.model, checkpoint.card, reconstruction_only, cpu))
     images = load_dataset("mnist").test_images.numpy()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ms per classify forward, median of rounds")
     print("| batch | reconstruction error only | with the score | added |")

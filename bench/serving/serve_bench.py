@@ -211,9 +211,11 @@ def _forward_rate(args: tuple[str, int, float]) -> float:
     from models import load_checkpoint
     from service.core import forward
     from service.core.repository import ServedModel
+    from service.core.run_torch import TorchRunner
 
     checkpoint = load_checkpoint(checkpoint_dir)
-    served = ServedModel("mnist", checkpoint.model, checkpoint.card, torch.device("cpu"), judge=checkpoint.judge)
+    runner = TorchRunner(checkpoint.model, checkpoint.card, checkpoint.judge, torch.device("cpu"))
+    served = ServedModel("mnist", checkpoint.card, runner)
     pixels = np.random.default_rng(0).integers(0, 256, (256, 28, 28), dtype=np.uint8)
     forward.classify(served, pixels)
     done, start = 0, time.perf_counter()

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.harness import ROOT
-from models.checkpoint import checkpoint_versions
+from models.layout import checkpoint_versions
 
 
 def run(argv: list[str], env: dict[str, str], stdin: bytes | None = None) -> str:

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from models.checkpoint import CARD_FILE, WEIGHTS_FILE
+from models.layout import CARD_FILE, WEIGHTS_FILE
 from service import __version__
 from service.core.batching import ModelBatchers
 from service.core.errors import (
@@ -68,7 +68,9 @@ class DataPlane:
         self.metrics = ServiceMetrics(settings.metrics_dir)
         self.repository = ModelRepository(
             settings.artifacts_dir,
+            settings.runtime,
             settings.device,
+            settings.intra_op_threads,
             Policies.parse(settings.version_policy),
             peers,
         )
@@ -135,7 +137,7 @@ class DataPlane:
         """The model's inputs and outputs; `versions` lists every loaded version."""
         versions = [str(v) for v in self.loaded.versions[served.name]]
         return model_metadata(
-            served.name, versions, served.class_names, served.model.config.hidden_dims[-1], served.ood_summary
+            served.name, versions, served.class_names, served.card.config.hidden_dims[-1], served.ood_summary
         )
 
     # Inference.

@@ -1,4 +1,5 @@
-"""The forward passes: uint8 batches in, numpy results out, one `Operation` each. No transport here."""
+"""The operations on a model's pass: uint8 batches in, numpy results out, one `Operation` each. No transport, and
+no runtime, here: the model's runner (service/core/runtime.py) runs the pass."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -6,13 +7,12 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
-from models import to_model_input
-from models.ood import reconstruction_errors
+from models.config import IMAGE_SIDE
 from service.core.pixels import Batch
 from service.core.repository import ServedModel
+from service.core.runtime import Pass
 
 Floats = NDArray[np.float32]
 
@@ -46,57 +46,30 @@ class Embeddings:
     in_distribution: Flags  # (N,)
 
 
-def _input(served: ServedModel, pixels: NDArray[np.uint8]) -> torch.Tensor:
-    return to_model_input(torch.from_numpy(pixels)).to(served.device)  # (N, 784)
+def _pass(served: ServedModel, pixels: NDArray[np.uint8]) -> Pass:
+    return served.runner.run(pixels.reshape(len(pixels), -1))  # (N, 784): a view of the batch, no copy
 
 
-def _probabilities(served: ServedModel, code: torch.Tensor) -> tuple[Floats, Floats]:
-    """Class probabilities with the card's temperature, softmax(logits / T) with T fitted on the validation split,
-    and the log-probabilities that rank the classes. The head gives log-probabilities, which differ from the
-    logits by a constant per image: the same softmax."""
-    log_probabilities = served.model.classify_code(code)
-    temperature = served.card.temperature
-    probabilities = log_probabilities.exp() if temperature == 1.0 else (log_probabilities / temperature).softmax(1)
-    return probabilities.cpu().numpy(), log_probabilities.cpu().numpy()
-
-
-def _judged(
-    served: ServedModel, x: torch.Tensor, layers: list[torch.Tensor], rebuilt: torch.Tensor
-) -> tuple[Floats, Floats, Flags]:
-    """(the reconstruction errors, the out-of-distribution scores, whether each image is in distribution), from
-    the model's one pass; the errors computed once, for the answer and the score."""
-    assert served.judge is not None  # ServedModel sets it
-    errors = reconstruction_errors(x, rebuilt)
-    scores, flagged = served.judge(x, layers, errors)
-    return errors.cpu().numpy(), scores.float().cpu().numpy(), (~flagged).cpu().numpy()
-
-
-@torch.inference_mode()
 def classify(served: ServedModel, pixels: NDArray[np.uint8]) -> Classification:
-    x = _input(served, pixels)
-    layers = served.model.encode_layers(x)  # (N, 400), (N, 256): shared by the classifier, decoder and score
-    rebuilt = served.model.decode(layers[-1])
-    probabilities, scores = _probabilities(served, layers[-1])  # (N, classes) each
-    errors, ood_scores, inside = _judged(served, x, layers, rebuilt)
-    return Classification(probabilities, errors, scores, ood_scores, inside)
+    p = _pass(served, pixels)
+    return Classification(
+        p.probabilities, p.reconstruction_errors, p.log_probabilities, p.ood_scores, p.in_distribution
+    )
 
 
-@torch.inference_mode()
+def as_pixels(reconstructions: Floats) -> NDArray[np.uint8]:
+    """(N, 784) in [0, 1] to uint8 (N, 28, 28), rounding half to even as torch does."""
+    return np.rint(reconstructions * 255).astype(np.uint8).reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
+
+
 def reconstruct(served: ServedModel, pixels: NDArray[np.uint8]) -> Reconstructions:
-    x = _input(served, pixels)
-    layers = served.model.encode_layers(x)
-    rebuilt = served.model.decode(layers[-1])  # (N, 784) in [0, 1]
-    as_pixels = rebuilt.mul(255).round().to(torch.uint8).view(-1, 28, 28)
-    return Reconstructions(as_pixels.cpu().numpy(), *_judged(served, x, layers, rebuilt))
+    p = _pass(served, pixels)
+    return Reconstructions(as_pixels(p.reconstructions), p.reconstruction_errors, p.ood_scores, p.in_distribution)
 
 
-@torch.inference_mode()
 def embed(served: ServedModel, pixels: NDArray[np.uint8], layer: int) -> Embeddings:
-    x = _input(served, pixels)
-    layers = served.model.encode_layers(x)  # (N, 400), (N, 256)
-    vectors = layers[layer - 1].cpu().numpy()
-    _, ood_scores, inside = _judged(served, x, layers, served.model.decode(layers[-1]))
-    return Embeddings(vectors, ood_scores, inside)
+    p = _pass(served, pixels)
+    return Embeddings(p.layers[layer - 1], p.ood_scores, p.in_distribution)
 
 
 @dataclass
@@ -110,16 +83,18 @@ class AllOutputs:
     in_distribution: Flags  # (N,)
 
 
-@torch.inference_mode()
 def all_outputs(served: ServedModel, pixels: NDArray[np.uint8]) -> AllOutputs:
     """Every output of the model in one pass, for protocols that let the client pick outputs."""
-    x = _input(served, pixels)
-    layers = served.model.encode_layers(x)
-    code = layers[-1]  # (N, 256)
-    rebuilt = served.model.decode(code)  # (N, 784)
-    probabilities, scores = _probabilities(served, code)
-    errors, ood_scores, inside = _judged(served, x, layers, rebuilt)
-    return AllOutputs(probabilities, code.cpu().numpy(), rebuilt.cpu().numpy(), errors, scores, ood_scores, inside)
+    p = _pass(served, pixels)
+    return AllOutputs(
+        p.probabilities,
+        p.layers[-1],
+        p.reconstructions,
+        p.reconstruction_errors,
+        p.log_probabilities,
+        p.ood_scores,
+        p.in_distribution,
+    )
 
 
 def abstained(probabilities: Floats, min_confidence: float, in_distribution: Flags) -> Flags:

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-import torch
+import numpy as np
 
-from models import CheckpointError, ModelCard, StackedAutoencoder, load_checkpoint, resolve_device
-from models.checkpoint import checkpoint_versions, read_card
-from models.ood import Judge, ReconstructionOnly
+from models import CheckpointError, ModelCard
+from models.layout import checkpoint_versions, read_card
 from service.core.errors import LoadFailed, NotFound, quoted
+from service.core.runtime import Placement, Runner, RuntimeChoice, place
 from service.core.versions import Plan, Policies
 
 log = logging.getLogger("sae_serve")
@@ -35,18 +35,10 @@ log = logging.getLogger("sae_serve")
 @dataclass
 class ServedModel:
     name: str
-    model: StackedAutoencoder
     card: ModelCard
-    device: torch.device
+    runner: Runner  # the model's pass, in the runtime chosen for it
     version: int = 1
     path: Path | None = None
-    judge: Judge | None = None  # the out-of-distribution score and flag; None: the card's reconstruction threshold
-
-    def __post_init__(self) -> None:
-        if self.judge is None:
-            if self.card.ood is not None:
-                raise ValueError(f"{self.name}: its card has an out-of-distribution score; pass the checkpoint's judge")
-            self.judge = ReconstructionOnly(self.card.error_threshold)
 
     @property
     def ood_summary(self) -> dict[str, object]:
@@ -122,20 +114,24 @@ def card_on_disk(folder: Path | None) -> ModelCard | None:
         return None
 
 
-def load_version(name: str, version: int, directory: Path, device: torch.device) -> ServedModel:
-    checkpoint = load_checkpoint(directory, device, exactly=True)
-    served = ServedModel(name, checkpoint.model, checkpoint.card, device, version, directory, checkpoint.judge)
-    with torch.inference_mode():
-        warm = torch.zeros(1, served.model.config.input_dim, device=device)
-        served.model.classify(warm)
-        served.model.reconstruct(warm)
-    log.info("model %s version %d loaded on %s (sha256 %s)", name, version, device, checkpoint.card.weights_sha256[:12])
-    return served
+def load_version(name: str, version: int, directory: Path, placement: Placement) -> ServedModel:
+    card = read_card(directory)
+    runner = placement.runner(directory, card)
+    runner.run(np.zeros((1, card.config.input_dim), dtype=np.uint8))  # the first pass allocates; not a request's
+    log.info(
+        "model %s version %d loaded: %s on %s (sha256 %s)",
+        name,
+        version,
+        runner.runtime,
+        runner.device,
+        card.weights_sha256[:12],
+    )
+    return ServedModel(name, card, runner, version, directory)
 
 
 def load_models(
     artifacts_dir: Path,
-    device: torch.device,
+    placement: Placement,
     policies: Policies | None = None,
     plans: dict[str, Plan] | None = None,
     reuse: LoadedModels | None = None,
@@ -166,7 +162,7 @@ def load_models(
                 loaded[version] = previous
                 continue
             try:
-                loaded[version] = load_version(name, version, folders[version], device)
+                loaded[version] = load_version(name, version, folders[version], placement)
             except CheckpointError as e:
                 reasons[version] = str(e)
                 log.error("model %s version %d not loaded: %s", name, version, e)
@@ -236,13 +232,17 @@ class ModelRepository:
     def __init__(
         self,
         artifacts_dir: Path,
-        device_choice: str,
+        runtime: RuntimeChoice = "auto",
+        device_choice: Literal["auto", "cpu", "cuda"] = "auto",
+        threads: int = 0,
         policies: Policies | None = None,
         peers: Peers | None = None,
     ) -> None:
-        self.artifacts_dir, self.device_choice = artifacts_dir, device_choice
+        self.artifacts_dir = artifacts_dir
+        self.runtime, self.device_choice, self.threads = runtime, device_choice, threads
         self.policies = policies or Policies.parse([])
-        self.device = torch.device("cpu")  # resolved by load(), which refuses CUDA where there is none
+        # resolved by load(), which refuses CUDA where there is none, or ONNX Runtime where it is not installed
+        self.placement = Placement(runtime, "cpu", threads)
         self.loaded = LoadedModels()
         self.plans: dict[str, Plan] = {}
         self._lock = asyncio.Lock()
@@ -250,9 +250,9 @@ class ModelRepository:
 
     def load(self) -> LoadedModels:
         """The first load, before the server accepts connections (a worker started later takes the changes too)."""
-        self.device = resolve_device(self.device_choice)
+        self.placement = place(self.runtime, self.device_choice, self.threads)
         self.plans = self.peers.plans()
-        self.loaded = load_models(self.artifacts_dir, self.device, self.policies, self.plans)
+        self.loaded = load_models(self.artifacts_dir, self.placement, self.policies, self.plans)
         self.peers.applied()
         return self.loaded
 
@@ -263,7 +263,7 @@ class ModelRepository:
         model loads, the old set stays. Returns the fresh set and whether it was swapped in.
         """
         async with self._lock:
-            fresh = await asyncio.to_thread(load_models, self.artifacts_dir, self.device, self.policies)
+            fresh = await asyncio.to_thread(load_models, self.artifacts_dir, self.placement, self.policies)
             if fresh.ready:
                 self.loaded, self.plans = fresh, {}
                 log.info("models reloaded: %s", serving(fresh))
@@ -276,7 +276,7 @@ class ModelRepository:
         async with self._lock:
             self.plans = self.peers.plans()
             fresh = await asyncio.to_thread(
-                load_models, self.artifacts_dir, self.device, self.policies, self.plans, self.loaded
+                load_models, self.artifacts_dir, self.placement, self.policies, self.plans, self.loaded
             )
             self.loaded = fresh
             self.peers.applied()
@@ -314,7 +314,9 @@ class ModelRepository:
                 new_plan = Plan(False, plan.added | {version}, plan.removed - {version}, base)
                 reuse = self.loaded
             plans = {**self.plans, name: new_plan}
-            fresh = await asyncio.to_thread(load_models, self.artifacts_dir, self.device, self.policies, plans, reuse)
+            fresh = await asyncio.to_thread(
+                load_models, self.artifacts_dir, self.placement, self.policies, plans, reuse
+            )
             asked = [version] if version is not None else new_plan.wanted(self.policies.of(name), list(folders))
             loaded = fresh.versions.get(name, {})
             failed = [e for e in fresh.index if e.name == name and e.version in asked and e.version not in loaded]
@@ -336,7 +338,7 @@ class ModelRepository:
                 new_plan = Plan(plan.unloaded, plan.added - {version}, plan.removed | {version}, plan.base)
             plans = {**self.plans, name: new_plan}
             fresh = await asyncio.to_thread(
-                load_models, self.artifacts_dir, self.device, self.policies, plans, self.loaded
+                load_models, self.artifacts_dir, self.placement, self.policies, plans, self.loaded
             )
             await self._apply(plans, fresh)
             return fresh

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
         description="the model repository: <model>/<version>/ checkpoint folders (card.json, weights)",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU")
+    runtime: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto",
+        description="what runs the models: auto: torch on CUDA, ONNX Runtime on the CPU where it is installed and the "
+        "checkpoint has its ONNX graph, else torch; onnxruntime: ONNX Runtime on the CPU only",
+    )
     default_model: str = Field("mnist", description="model used when a request names none")
     max_upload_bytes: int = Field(8 * 1024 * 1024, gt=0, description="largest request body accepted")
     max_batch_images: int = Field(1024, gt=0, description="most images in one request")
@@ -67,6 +72,12 @@ class Settings(BaseSettings):
         0, ge=0, description="worker processes sharing the port; 0: one per CPU core on the CPU, half the cores on CUDA"
     )
 
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        json_schema_extra=INTERNAL,
+        description="set by sae-serve for its workers: each one's share of the cores",
+    )
     supervisor_pid: int | None = Field(
         None, json_schema_extra=INTERNAL, description="set by sae-serve for its workers: the supervisor's process id"
     )

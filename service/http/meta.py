@@ -63,7 +63,8 @@ async def list_models(plane: PlaneDep) -> ModelsResponse:
                 },
                 in_distribution_threshold=served.error_threshold,
                 ood=served.ood_summary,
-                device=str(served.device),
+                device=served.runner.device,
+                runtime=served.runner.runtime,
                 weights_sha256=card.weights_sha256,
             )
         )
@@ -78,7 +79,7 @@ async def list_models(plane: PlaneDep) -> ModelsResponse:
 async def metrics(plane: PlaneDep) -> PlainTextResponse:
     """Requests by route, model and status, latency, batch sizes and queue waits, models loaded, process memory."""
     loaded, collected = plane.loaded, plane.metrics
-    collected.set_models({name: str(m.device) for name, m in loaded.models.items()}, loaded.names)
+    collected.set_models({name: m.runner.device for name, m in loaded.models.items()}, loaded.names)
     return PlainTextResponse(generate_latest(collected.exported()).decode(), media_type=CONTENT_TYPE_LATEST)
 
 

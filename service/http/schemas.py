@@ -100,6 +100,7 @@ class ModelInfo(BaseModel):
         None, description="the out-of-distribution score: its name, threshold and how it was fitted, from the card"
     )
     device: str | None = None
+    runtime: str | None = Field(None, description="what runs the model's pass: torch or onnxruntime")
     weights_sha256: str | None = None
 
 

@@ -11,6 +11,7 @@ CUDA before forking; each worker does all of that itself.
 """
 
 import gc
+import importlib
 import logging
 import os
 import shutil
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from service.core.runtime import installed
 from service.core.settings import (
     METRICS_DIR_ENV,
     REPOSITORY_STATE_ENV,
@@ -93,8 +95,6 @@ def serve_forever_quietly_on_sigterm() -> None:
 
 def worker_app() -> "FastAPI":
     """The app of one worker process (uvicorn's factory): its share of the cores, its logging, its models."""
-    import torch
-
     from service.app import create_app
     from service.workers.sync import WorkerSync
 
@@ -103,8 +103,8 @@ def worker_app() -> "FastAPI":
     settings = get_settings()  # uvicorn's own SIGTERM handler is in place by now: leave it be
     configure_logging(settings)
     threads = max(1, usable_cores() // max(1, settings.workers))
-    torch.set_num_threads(threads)
-    logging.getLogger("sae_serve").info("worker of %d: %d torch threads", settings.workers, threads)
+    settings = settings.model_copy(update={"intra_op_threads": threads})
+    logging.getLogger("sae_serve").info("worker of %d: %d intra-op threads", settings.workers, threads)
     peers = WorkerSync(settings.repository_state, max(1, settings.workers), settings.supervisor_pid)
     return create_app(settings, peers, partial(follow_signals, settings, True))
 
@@ -116,17 +116,30 @@ def follow_signals(settings: Settings, shared: bool, plane: "DataPlane") -> None
     watch_signals(plane.repository, settings.reload_on_sighup, shared)
 
 
-def preload() -> None:
+def preload(settings: Settings) -> None:
     """What every worker imports, imported once in the supervisor so that the forked workers share it.
 
-    Importing starts no thread pool and does not initialise CUDA; the workers set their torch threads
-    and load their models after the fork."""
-    import torch  # noqa: F401
-
+    Importing starts no thread pool and does not initialise CUDA; the workers set their threads and load their
+    models after the fork. Only the runtime the models will run in is imported: a server of ONNX graphs never
+    imports torch."""
     import service.app  # noqa: F401
+
+    for runtime in runtimes_to_preload(settings):
+        importlib.import_module(runtime)
 
     # The collector then leaves these objects alone: a worker scanning them would copy their pages.
     gc.freeze()
+
+
+def runtimes_to_preload(settings: Settings) -> list[str]:
+    """The runtime packages the workers will import (service.core.runtime.place): torch where it serves, on CUDA
+    or by choice, ONNX Runtime otherwise where it is installed (a checkpoint without its graph then has a worker
+    import torch for itself)."""
+    gpu = any(Path(p).exists() for p in NVIDIA_DRIVER_PATHS)
+    on_cuda = settings.device == "cuda" or (settings.device == "auto" and gpu and installed("torch"))
+    onnx = installed("onnxruntime") and settings.runtime != "torch" and not on_cuda
+    torch = installed("torch") and not onnx
+    return [name for name, wanted in (("onnxruntime", onnx), ("torch", torch)) if wanted]
 
 
 def uvicorn_options(settings: Settings) -> dict[str, object]:
@@ -165,7 +178,7 @@ def main() -> None:
     )
     options = uvicorn_options(settings)
     config = uvicorn.Config("service.workers.main:worker_app", factory=True, workers=workers, **options)  # type: ignore[arg-type]
-    preload()
+    preload(settings)
     try:
         Supervisor(config, [config.bind_socket()], repository_state, settings.reload_on_sighup).run()
     finally:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from models.checkpoint import newest_version
+from models.layout import newest_version
 from tests.servers import require_trained_artifacts
 
 pytestmark = pytest.mark.slow

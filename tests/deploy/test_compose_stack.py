@@ -149,9 +149,11 @@ def stack(docker_env: dict[str, str]) -> Iterator[Stack]:
     started = time.monotonic()
     stack.compose("build")
     FIGURES["compose build (layer cache as left by earlier runs)"] = f"{time.monotonic() - started:.0f} s"
-    # A name for the dependencies stage (torch: most of the build's time), so that pruning keeps it as cache.
-    stack.docker("build", "--target", "deps", "--tag", "sae-serve-cache:deps", str(ROOT), timeout=900)
-    for image in ("sae-serve:latest", "sae-serve-train:latest"):
+    # The image of the GPU override (the train image is built on it: all cached), and a name for the stage with torch
+    # (most of the build's time), so that pruning keeps it as cache.
+    stack.docker("build", "--target", "serve-cuda", "--tag", "sae-serve-cuda:latest", str(ROOT), timeout=900)
+    stack.docker("build", "--target", "deps-torch", "--tag", "sae-serve-cache:deps-torch", str(ROOT), timeout=900)
+    for image in ("sae-serve:latest", "sae-serve-cuda:latest", "sae-serve-train:latest"):
         FIGURES[f"image {image}"] = (
             f"{int(stack.docker('image', 'inspect', image, '--format', '{{.Size}}')) / 1e9:.2f} GB"
         )
@@ -184,18 +186,27 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_the_service_image_is_lean_and_the_train_image_adds_only_the_train_extra(stack: Stack) -> None:
+    modules = ("torchvision", "matplotlib", "tqdm", "onnx", "pytest", "torch", "onnxruntime", "fastapi")
     probe = (
         "import importlib.util, json, shutil; "
-        "print(json.dumps({'modules': [m for m in ('torchvision', 'matplotlib', 'tqdm', 'pytest', 'torch', 'fastapi') "
-        "if importlib.util.find_spec(m)], 'tools': [t for t in ('gcc', 'cc', 'g++', 'make', 'apt-get', 'pip') "
-        "if shutil.which(t)]}))"
+        f"print(json.dumps({{'modules': [m for m in {modules!r} if importlib.util.find_spec(m)], "
+        "'tools': [t for t in ('gcc', 'cc', 'g++', 'make', 'apt-get', 'pip') if shutil.which(t)]}))"
     )
-    found = {
-        image: json.loads(stack.docker("run", "--rm", image, "python", "-c", probe))
-        for image in ("sae-serve:latest", "sae-serve-train:latest")
-    }
-    assert found["sae-serve:latest"]["modules"] == ["torch", "fastapi"]
-    assert found["sae-serve-train:latest"]["modules"] == ["torchvision", "matplotlib", "tqdm", "torch", "fastapi"]
+    images = ("sae-serve:latest", "sae-serve-cuda:latest", "sae-serve-train:latest")
+    found = {image: json.loads(stack.docker("run", "--rm", image, "python", "-c", probe)) for image in images}
+    assert found["sae-serve:latest"]["modules"] == ["onnxruntime", "fastapi"]  # no torch: ONNX Runtime serves
+    assert found["sae-serve-cuda:latest"]["modules"] == ["torch", "onnxruntime", "fastapi"]
+    assert found["sae-serve-train:latest"]["modules"] == [
+        "torchvision",
+        "matplotlib",
+        "tqdm",
+        "onnx",
+        "torch",
+        "onnxruntime",
+        "fastapi",
+    ]
+    slim = int(stack.docker("image", "inspect", "sae-serve:latest", "--format", "{{.Size}}"))
+    assert slim <= 400e6, f"the serving image is {slim / 1e6:.0f} MB, over its 400 MB bound"
     # no compiler; apt-get comes with the Debian base and pip with the venv, which a build stage needs
     assert not {"gcc", "cc", "g++", "make"} & set(found["sae-serve:latest"]["tools"])
     data_files = stack.docker(
@@ -251,6 +262,7 @@ def test_accuracy_through_the_load_balancer_equals_the_model_card(stack: Stack, 
     predicted = []
     with httpx.Client(base_url=stack.lb_url, timeout=60) as client:
         card = next(m for m in client.get("/models").json()["models"] if m["name"] == name)
+        assert (card["runtime"], card["device"]) == ("onnxruntime", "cpu")  # the slim image: no torch to run
         for start in range(0, len(images), BATCH):
             request_id = f"deploy-{name}-{start}"
             response = client.post(

@@ -38,7 +38,9 @@ def test_compose_reads_the_project_and_each_service_uses_real_commands_settings_
         assert service["read_only"] is True and service["tmpfs"] == ["/tmp"]
         assert {v["target"]: v["source"] for v in service["volumes"]}["/artifacts"] == "artifacts"
     api, train = services["api"], services["train"]
-    assert train["build"]["target"] == "train" and api["build"]["target"] == "serve"
+    assert train["build"]["target"] == "train" and api["build"]["target"] == (
+        "serve-cuda" if variant == "gpu" else "serve"
+    )
     assert api["depends_on"]["train"]["condition"] == "service_completed_successfully"
     assert services["lb"]["depends_on"]["api"]["condition"] == "service_healthy"
     assert next(v for v in api["volumes"] if v["target"] == "/artifacts")["read_only"] is True
@@ -65,16 +67,19 @@ def test_dockerfile_runs_the_same_scripts_with_real_settings() -> None:
     assert "EXPOSE 8000" in DOCKERFILE and "SAE_PORT=8000" in DOCKERFILE
     assert "/health/ready" in DOCKERFILE and "/health/ready" in ROUTES
     assert "USER sae" in stage("runtime")
-    assert DOCKERFILE.rstrip().endswith("FROM runtime AS serve")  # the default target is the service
-    runtime = stage("runtime")
-    assert "pip install" not in runtime and "gcc" not in runtime  # no build step in the image that serves
+    last = re.findall(r"^FROM .*$", DOCKERFILE, re.M)[-1]
+    assert last == "FROM runtime AS serve"  # the default target is the service
+    for name in ("runtime", "serve", "serve-cuda"):
+        assert "pip install" not in stage(name) and "gcc" not in stage(name)  # no build step in an image that serves
+    assert "COPY --from=deps /opt/venv" in stage("serve") and "COPY --from=deps-torch /opt/venv" in stage("serve-cuda")
+    assert "torch" not in stage("deps") and "--require-hashes -r /tmp/requirements-serve.lock" in stage("deps")
 
 
 def test_the_images_install_the_train_extra_and_the_torch_pins_of_the_makefile() -> None:
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["train"]
-    installed = re.findall(r'"([a-z][\w.-]*(?:==|>=)[^"]+)"', stage("train"))
+    installed = re.findall(r'"([a-z][\w.-]*(?:==|>=)[^"]+)"', stage("train") + stage("deps-torch"))
     assert sorted(re.split(r"[=<>]", r)[0] for r in installed) == sorted(re.split(r"[=<>]", r)[0] for r in extra)
-    assert {r for r in extra if not r.startswith("torchvision")} <= set(installed)
+    assert {r for r in extra if not r.startswith(("torch>", "torchvision"))} <= set(installed)
     pins = dict(re.findall(r"(torch|torchvision)==([\d.]+)", (ROOT / "Makefile").read_text()))
     assert re.search(rf"^ARG TORCH_VERSION={re.escape(pins['torch'])}$", DOCKERFILE, re.M)
     assert re.search(rf"^ARG TORCHVISION_VERSION={re.escape(pins['torchvision'])}$", DOCKERFILE, re.M)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from models.checkpoint import checkpoint_versions
+from models.layout import checkpoint_versions
 from tests.docs.scripts import ROOT
 from tests.servers import free_port, require_trained_artifacts, start_server
 

@@ -10,7 +10,7 @@ import torch
 
 from models import MNIST_FRAMING, CheckpointError, SAEConfig, StackedAutoencoder, load_checkpoint, save_checkpoint
 from models.card import FORMAT_VERSION, Framing, ModelCard
-from models.checkpoint import CARD_FILE, WEIGHTS_FILE
+from models.layout import CARD_FILE, WEIGHTS_FILE
 from tests.checkpoints import make_card
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from models import FULL_FRAME, MNIST_FRAMING, load_checkpoint
-from models.checkpoint import checkpoint_versions
+from models.layout import checkpoint_versions
 from training import data as data_module
 from training.cli import main
 

@@ -11,10 +11,12 @@ import torch
 from fastapi.testclient import TestClient
 
 from models import StackedAutoencoder, load_checkpoint, to_model_input
+from models.ood import ReconstructionOnly
 from service.core.batching import MicroBatcher, ModelBatchers
 from service.core.errors import Overloaded
 from service.core.forward import Operation
 from service.core.repository import ServedModel
+from service.core.run_torch import TorchRunner
 from tests.checkpoints import make_card
 from tests.images import digit_like, png_bytes
 
@@ -37,7 +39,8 @@ class Recorder:
 def served_stub(name: str) -> ServedModel:
     """A served model the batchers key by name; the operations here never touch its model."""
     card = make_card(name, [str(c) for c in range(10)])
-    return ServedModel(name, StackedAutoencoder(card.config), card, torch.device("cpu"))
+    judge = ReconstructionOnly(card.error_threshold)
+    return ServedModel(name, card, TorchRunner(StackedAutoencoder(card.config), card, judge, torch.device("cpu")))
 
 
 def images(count: int, fill: int) -> np.ndarray:

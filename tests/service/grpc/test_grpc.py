@@ -26,6 +26,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from models import load_checkpoint
 from service.core import forward
 from service.core.repository import ServedModel
+from service.core.run_torch import TorchRunner
 from tests.checkpoints import write_tiny_artifacts
 from tests.images import digit_like
 from tests.servers import require_trained_artifacts
@@ -63,7 +64,7 @@ def rest_error(url: str, model: str, images: np.ndarray, datatype: str = "UINT8"
 
 
 def test_the_supervisor_does_not_load_grpc_before_it_forks() -> None:
-    preload = "from service.workers.main import preload; preload()"
+    preload = "from service.workers.main import get_settings, preload; preload(get_settings())"
     probe = f"import sys; {preload}; print(sorted(m for m in sys.modules if 'grpc' in m))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -264,7 +265,8 @@ def test_api_keys_guard_every_call_but_health_and_liveness(artifacts: Path) -> N
 def test_64_concurrent_streams_each_get_their_own_rows(server: Server, artifacts: Path) -> None:
     pictures = np.stack([digit_like(200 + i) for i in range(256)])
     checkpoint = load_checkpoint(artifacts / "mnist")
-    served = ServedModel("mnist", checkpoint.model, checkpoint.card, torch.device("cpu"), judge=checkpoint.judge)
+    runner = TorchRunner(checkpoint.model, checkpoint.card, checkpoint.judge, torch.device("cpu"))
+    served = ServedModel("mnist", checkpoint.card, runner)
     expected = [forward.all_outputs(served, pictures[i : i + 1]) for i in range(len(pictures))]  # unbatched
     forwards_before = forwards(server)
 

@@ -91,7 +91,7 @@ def test_metrics_count_every_workers_requests_and_logs_name_the_worker(tiny_arti
     served_by = {line["pid"] for line in lines if line.get("route") == "/classify"}
     assert len(served_by) == 2 and process.pid not in served_by
     threads = {line["pid"]: line["message"] for line in lines if line["message"].startswith("worker of ")}
-    assert threads == {pid: f"worker of 2: {max(1, usable_cores() // 2)} torch threads" for pid in served_by}
+    assert threads == {pid: f"worker of 2: {max(1, usable_cores() // 2)} intra-op threads" for pid in served_by}
 
 
 @pytest.mark.skipif(usable_cores() < 2, reason="on one core the default is one process, with no workers")
@@ -105,7 +105,7 @@ def test_by_default_one_worker_per_core_each_with_its_share_of_the_threads(tiny_
     finally:
         assert stop(process) == 0
     threads = {line["pid"]: line["message"] for line in logs.after_stop() if line["message"].startswith("worker of ")}
-    assert sorted(threads.values()) == [f"worker of {cores}: 1 torch threads"] * cores
+    assert sorted(threads.values()) == [f"worker of {cores}: 1 intra-op threads"] * cores
 
 
 def test_sighup_and_admin_reload_reach_every_worker(tiny_artifacts: Path) -> None:

@@ -1,0 +1,114 @@
+"""Which runtime runs a model's pass, and the pass's outputs as numpy arrays: the one thing forward.py calls.
+
+Two runtimes run the same pass (the preprocessing, the encoders, the decoder, the head with the card's temperature,
+the reconstruction error and the out-of-distribution score): torch (service/core/run_torch.py) from the weights,
+and ONNX Runtime (service/core/run_onnx.py) from the checkpoint's ONNX graph (models/graph.py). `SAE_RUNTIME`:
+
+- `auto`: torch on CUDA; on the CPU ONNX Runtime where it is installed and the checkpoint has its graph, torch
+  otherwise (a checkpoint without a graph, or a server without ONNX Runtime);
+- `torch`: torch, on the device `SAE_DEVICE` chooses;
+- `onnxruntime`: ONNX Runtime on the CPU; a checkpoint without its graph is not loaded, with the reason.
+
+Neither runtime is imported before a model needs it: a server of ONNX graphs never imports torch.
+"""
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from models.card import ModelCard
+from models.errors import CheckpointError
+
+RuntimeChoice = Literal["auto", "torch", "onnxruntime"]
+RUNTIME_CHOICES: tuple[RuntimeChoice, ...] = ("auto", "torch", "onnxruntime")
+
+Floats = NDArray[np.float32]
+
+
+@dataclass
+class Pass:
+    """Every output of one pass over a batch of N images."""
+
+    probabilities: Floats  # (N, classes), calibrated
+    log_probabilities: Floats  # (N, classes): the head's, which rank the classes
+    layers: list[Floats]  # each encoder layer's output: (N, 400), (N, 256)
+    reconstructions: Floats  # (N, 784) in [0, 1]
+    reconstruction_errors: Floats  # (N,)
+    ood_scores: Floats  # (N,) models/ood.py's score: higher, less like the training images
+    in_distribution: NDArray[np.bool_]  # (N,) not flagged by it
+
+
+class Runner(Protocol):
+    """A loaded model's pass in one runtime."""
+
+    runtime: str  # "torch" or "onnxruntime"
+    device: str  # "cpu", "cuda:0"
+
+    def run(self, pixels: NDArray[np.uint8]) -> Pass:
+        """The pass over uint8 pixels (N, 784)."""
+        ...
+
+
+def installed(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except ImportError:  # an import hook that refuses it
+        return False
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how the server runs its models: resolved once, from SAE_RUNTIME and SAE_DEVICE."""
+
+    runtime: RuntimeChoice
+    device: str  # "cpu" or "cuda"
+    threads: int = 0  # intra-op threads per worker; 0: the runtime's default (every core)
+
+    def runner(self, directory: Path, card: ModelCard) -> Runner:
+        """The checkpoint's pass in this placement's runtime, its files checked against the card."""
+        if self.runtime == "onnxruntime" or (
+            self.runtime == "auto" and card.graph is not None and installed("onnxruntime")
+        ):
+            if card.graph is None:
+                raise CheckpointError(
+                    f"{directory}: the card names no ONNX graph (model.onnx), which SAE_RUNTIME=onnxruntime needs; "
+                    "run `sae-train export` on the checkpoint"
+                )
+            from service.core.run_onnx import OnnxRunner
+
+            return OnnxRunner(directory, card, self.threads)
+        if not installed("torch"):
+            raise CheckpointError(
+                f"{directory}: the card names no ONNX graph and torch is not installed to run its weights; run "
+                "`sae-train export` on the checkpoint"
+            )
+        from service.core.run_torch import TorchRunner
+
+        return TorchRunner.load(directory, self.device, self.threads)
+
+
+def place(runtime: RuntimeChoice, device: Literal["auto", "cpu", "cuda"], threads: int = 0) -> Placement:
+    """Resolve the runtime and device choices: CUDA needs torch and a GPU (refused otherwise, with the reason);
+    ONNX Runtime serves on the CPU."""
+    if runtime not in RUNTIME_CHOICES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIME_CHOICES)}, got {runtime!r}")
+    if runtime == "onnxruntime":
+        if device == "cuda":
+            raise ValueError(
+                "SAE_RUNTIME=onnxruntime runs on the CPU; for SAE_DEVICE=cuda use SAE_RUNTIME=torch or auto"
+            )
+        if not installed("onnxruntime"):
+            raise ValueError("SAE_RUNTIME=onnxruntime but the onnxruntime package is not installed")
+        return Placement("onnxruntime", "cpu", threads)
+    if device == "cpu" or (device == "auto" and not installed("torch")):
+        return Placement(runtime, "cpu", threads)
+    if not installed("torch"):
+        raise ValueError(f"SAE_DEVICE={device} with SAE_RUNTIME={runtime} needs torch, which is not installed")
+    from models.device import resolve_device
+
+    resolved = resolve_device(device).type
+    return Placement("torch" if resolved == "cuda" else runtime, resolved, threads)
