@@ -20,6 +20,14 @@ ENV PATH=/opt/venv/bin:$PATH
 COPY requirements-serve.lock /tmp/
 RUN pip install --require-hashes -r /tmp/requirements-serve.lock && rm /tmp/requirements-serve.lock
 
+FROM deps AS deps-serve
+# The serving image's copy, without what serving never runs: pip and setuptools (nothing is installed at run time),
+# the packages' own test suites, and ONNX Runtime's model-conversion and quantisation tools.
+RUN pip uninstall --yes --quiet setuptools pip \
+    && site=/opt/venv/lib/python*/site-packages \
+    && rm -rf $site/onnxruntime/transformers $site/onnxruntime/quantization $site/onnxruntime/tools \
+    && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
+
 FROM deps AS deps-torch
 # torch beside them (several GB with CUDA): the serve-cuda and train images only.
 ARG TORCH_VERSION=2.14.1
@@ -78,5 +86,5 @@ CMD ["sh", "-c", "sae-train fetch --dataset all && sae-train train --dataset all
 
 # The default target, last: the service on the CPU, with ONNX Runtime and without torch.
 FROM runtime AS serve
-COPY --from=deps /opt/venv /opt/venv
+COPY --from=deps-serve /opt/venv /opt/venv
 COPY --from=app /opt/app /opt/app

@@ -204,18 +204,19 @@ def start(name: str, artifacts: Path, workers: int | None = None, **env_extra: s
     return Contender(name, n, Server(name, command, port, peer_env))
 
 
-def _forward_rate(args: tuple[str, int, float]) -> float:
-    """Images/s of /classify's forward in one process with `threads` torch threads, for `seconds`."""
-    checkpoint_dir, threads, seconds = args
-    torch.set_num_threads(threads)
-    from models import load_checkpoint
+def _forward_rate(args: tuple[str, str, int, float]) -> float:
+    """Images/s of /classify's forward (the service's classify operation, 256 images a call) in one process, in
+    `runtime` with `threads` intra-op threads, for `seconds`."""
+    checkpoint_dir, runtime, threads, seconds = args
+    from models.layout import newest_version, read_card
     from service.core import forward
     from service.core.repository import ServedModel
-    from service.core.run_torch import TorchRunner
+    from service.core.runtime import Placement
 
-    checkpoint = load_checkpoint(checkpoint_dir)
-    runner = TorchRunner(checkpoint.model, checkpoint.card, checkpoint.judge, torch.device("cpu"))
-    served = ServedModel("mnist", checkpoint.card, runner)
+    directory = newest_version(Path(checkpoint_dir))
+    card = read_card(directory)
+    placement = Placement(runtime, "cpu", threads)  # type: ignore[arg-type]
+    served = ServedModel("mnist", card, placement.runner(directory, card))
     pixels = np.random.default_rng(0).integers(0, 256, (256, 28, 28), dtype=np.uint8)
     forward.classify(served, pixels)
     done, start = 0, time.perf_counter()
@@ -237,14 +238,15 @@ def _decode_rate(args: tuple[list[bytes], float]) -> float:
     return done / (time.perf_counter() - start)
 
 
-def ceilings(artifacts: Path, pngs: list[bytes], seconds: float = 3.0) -> dict[str, float]:
-    """In-process images/s on this machine, each the better of one process on every core and one per core."""
+def ceilings(artifacts: Path, pngs: list[bytes], seconds: float = 3.0, runtime: str = "auto") -> dict[str, float]:
+    """In-process images/s on this machine, each the better of one process on every core and one per core; the
+    forward in the runtime sae-serve uses (SAE_RUNTIME's choices)."""
     n = cores()
     context = multiprocessing.get_context("spawn")
     checkpoint = str(artifacts / "mnist")
     with context.Pool(n) as pool:
-        forward_one = pool.map(_forward_rate, [(checkpoint, n, seconds)])[0]
-        forward_each = sum(pool.map(_forward_rate, [(checkpoint, 1, seconds)] * n))
+        forward_one = pool.map(_forward_rate, [(checkpoint, runtime, n, seconds)])[0]
+        forward_each = sum(pool.map(_forward_rate, [(checkpoint, runtime, 1, seconds)] * n))
         decode_one = pool.map(_decode_rate, [(pngs, seconds)])[0]
         decode_each = sum(pool.map(_decode_rate, [(pngs, seconds)] * n))
     return {

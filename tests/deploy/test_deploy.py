@@ -71,7 +71,8 @@ def test_dockerfile_runs_the_same_scripts_with_real_settings() -> None:
     assert last == "FROM runtime AS serve"  # the default target is the service
     for name in ("runtime", "serve", "serve-cuda"):
         assert "pip install" not in stage(name) and "gcc" not in stage(name)  # no build step in an image that serves
-    assert "COPY --from=deps /opt/venv" in stage("serve") and "COPY --from=deps-torch /opt/venv" in stage("serve-cuda")
+    assert "COPY --from=deps-serve /opt/venv" in stage("serve")
+    assert "COPY --from=deps-torch /opt/venv" in stage("serve-cuda")
     assert "torch" not in stage("deps") and "--require-hashes -r /tmp/requirements-serve.lock" in stage("deps")
 
 
