@@ -108,7 +108,9 @@ def main() -> None:
                 check=True,
             ).stdout
             docker_starts = [docker_cold_start(IMAGES[runtime], args.artifacts) for _ in range(args.starts)]
-            rows[runtime][f"image ({IMAGES[runtime]})"] = f"{int(size) / 1e6:,.0f} MB"
+            rows[runtime]["image size (sae-serve-cuda for torch, sae-serve for ONNX Runtime)"] = (
+                f"{int(size) / 1e6:,.0f} MB"
+            )
             rows[runtime]["cold start, `docker run` to ready (1 worker)"] = f"{statistics.median(docker_starts):.2f} s"
         print(f"{runtime}: done", flush=True)
 
