@@ -51,6 +51,10 @@ class _Builder:
         self.nodes.append(helper.make_node(kind, list(inputs), [name], name=f"n{self.count}_{kind}", **attributes))
         return name
 
+    def bounded(self, kind: str, x: str, low: float, high: float, output: str | None = None) -> str:
+        """Tanh or Sigmoid held to its range: ONNX Runtime's fast approximations can pass it by an ulp (1.0000001)."""
+        return self.op("Clip", self.op(kind, x), self.scalar(low), self.scalar(high), output=output)
+
     def linear(self, x: str, weight: Array, bias: Array, name: str) -> str:
         """torch's Linear: x W' + b."""
         w, b = self.constant(f"{name}.weight", weight), self.constant(f"{name}.bias", bias)
@@ -79,12 +83,17 @@ def build(card: ModelCard, weights: dict[str, Array], ood_tensors: dict[str, Arr
     x = g.op("Div", g.op("Cast", GRAPH_INPUT, to=TensorProto.FLOAT), g.scalar(255.0), output="x")  # (N, 784)
     layers, h = [], x
     for k in range(config.depth):
-        h = g.op("Tanh", g.linear(h, weights[f"encoders.{k}.weight"], weights[f"encoders.{k}.bias"], f"encoders.{k}"))
+        h = g.bounded(
+            "Tanh", g.linear(h, weights[f"encoders.{k}.weight"], weights[f"encoders.{k}.bias"], f"encoders.{k}"), -1, 1
+        )
         layers.append(g.op("Identity", h, output=f"embedding_{k + 1}"))  # (N, 400), then (N, 256)
     rebuilt = layers[-1]
     for k in reversed(range(config.depth)):
         rebuilt = g.linear(rebuilt, weights[f"decoders.{k}.weight"], weights[f"decoders.{k}.bias"], f"decoders.{k}")
-        rebuilt = g.op("Sigmoid" if k == 0 else "Tanh", rebuilt, output="reconstruction" if k == 0 else None)
+        if k == 0:
+            rebuilt = g.bounded("Sigmoid", rebuilt, 0, 1, output="reconstruction")
+        else:
+            rebuilt = g.bounded("Tanh", rebuilt, -1, 1)
     logits = g.linear(layers[-1], weights["head.weight"], weights["head.bias"], "head")
     log_probabilities = g.op("LogSoftmax", logits, axis=1, output="log_probabilities")
     if card.temperature == 1.0:

@@ -63,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.if_missing:
             try:
                 checkpoint = load_checkpoint(directory)
-                print(f"{name}: checkpoint in {checkpoint.path} is present and verified; not retraining")
+                print(f"{name}: checkpoint in {directory} is present and verified; not retraining")
                 if checkpoint.card.graph is None:
                     add_graph(checkpoint.path)
                     print(f"{name}: exported its ONNX graph to {checkpoint.path / GRAPH_FILE}")

@@ -6,6 +6,7 @@ the load balancer's port on 127.0.0.1; a replica's own view (/metrics, /models) 
 
 import json
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,6 +54,11 @@ class Stack:
 
     def inspect(self, container: str) -> dict:  # type: ignore[type-arg]
         return json.loads(self.docker("inspect", container))[0]  # type: ignore[no-any-return]
+
+    def address(self, container: str) -> str:
+        """The container's address on the compose network, which this machine reaches."""
+        networks = self.inspect(container)["NetworkSettings"]["Networks"]
+        return str(next(iter(networks.values()))["IPAddress"])
 
     def replica_get(self, container: str, path: str) -> str:
         return self.docker("exec", container, "python", "-c", REPLICA_GET, path)
@@ -378,7 +384,7 @@ def test_a_new_model_in_the_volume_and_sighup_reach_every_replica_without_a_fail
 SLOW_UPLOAD = """
 import http.client, sys, time
 pixels = bytes(784 * 8)
-connection = http.client.HTTPConnection("127.0.0.1", 8000, timeout=60)
+connection = http.client.HTTPConnection(sys.argv[1], 8000, timeout=60)
 connection.putrequest("POST", "/classify")
 connection.putheader("Content-Type", "application/octet-stream")
 connection.putheader("Content-Length", str(len(pixels)))
@@ -400,14 +406,11 @@ def test_down_lets_in_flight_requests_finish_and_every_container_exits_zero(stac
         exit_codes[container] = stack.docker("wait", container, timeout=120).strip()
 
     waiters = [threading.Thread(target=wait, args=(c,)) for c in containers]
+    # Each from this machine to the replica's address on the compose network: a client inside the container would
+    # be killed with it, possibly before it has read the answer the replica sent.
     uploads = [
-        subprocess.Popen(
-            ["docker", "exec", container, "python", "-c", SLOW_UPLOAD],
-            env=stack.env,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for container in stack.containers("api")
+        subprocess.Popen([sys.executable, "-c", SLOW_UPLOAD, address], stdout=subprocess.PIPE, text=True)
+        for address in (stack.address(container) for container in stack.containers("api"))
     ]
     for thread in waiters:
         thread.start()
