@@ -53,6 +53,14 @@ class Runner(Protocol):
         ...
 
 
+# Without the NVIDIA driver's control device or proc entry, CUDA cannot be available: no need to import torch to ask.
+NVIDIA_DRIVER_PATHS = ("/dev/nvidiactl", "/proc/driver/nvidia")
+
+
+def nvidia_driver() -> bool:
+    return any(Path(p).exists() for p in NVIDIA_DRIVER_PATHS)
+
+
 def installed(package: str) -> bool:
     try:
         return importlib.util.find_spec(package) is not None
@@ -104,7 +112,7 @@ def place(runtime: RuntimeChoice, device: Literal["auto", "cpu", "cuda"], thread
         if not installed("onnxruntime"):
             raise ValueError("SAE_RUNTIME=onnxruntime but the onnxruntime package is not installed")
         return Placement("onnxruntime", "cpu", threads)
-    if device == "cpu" or (device == "auto" and not installed("torch")):
+    if device == "cpu" or (device == "auto" and not (installed("torch") and nvidia_driver())):
         return Placement(runtime, "cpu", threads)
     if not installed("torch"):
         raise ValueError(f"SAE_DEVICE={device} with SAE_RUNTIME={runtime} needs torch, which is not installed")

@@ -5,6 +5,7 @@ under /v2. Anything unexpected is a generic 500 that quotes the request id, logg
 """
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -59,8 +60,20 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+HANDLERS: list[tuple[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]]] = [
+    (ServiceError, service_error),
+    (RequestValidationError, validation_error),
+    (StarletteHTTPException, http_error),
+    (Exception, unexpected_error),
+]
+
+
 def add_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ServiceError, service_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected_error)
+    for kind, handler in HANDLERS:
+        app.add_exception_handler(kind, handler)
+
+
+async def render_error(request: Request, exc: Exception) -> JSONResponse:
+    """The answer the app's handlers give `exc`, for the routes that run outside FastAPI's (service.http.lane)."""
+    handler = next(handler for kind, handler in HANDLERS if isinstance(exc, kind))
+    return await handler(request, exc)

@@ -1,9 +1,10 @@
 """/classify, /reconstruct, /embed: decode -> predict -> encode, with the work off the event loop."""
 
 from functools import partial
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from models import Framing
@@ -12,7 +13,7 @@ from service.core.forward import CLASSIFY, EMBED, RECONSTRUCT, Classification, E
 from service.core.pixels import Batch, Limits, decode_batch
 from service.core.repository import ServedModel
 from service.http.bodies import read_images
-from service.http.deps import InferenceContext, InferenceContextDep, ResizeQuery
+from service.http.deps import InferenceContext, InferenceQuery, inference_query, query_parameters
 from service.http.encoding import (
     FastJSONResponse,
     classification_json,
@@ -37,10 +38,26 @@ router = APIRouter(tags=["inference"])
 PNG_EXAMPLE = "a 28x28 grayscale PNG, white digit on black"
 
 
-def image_body(route: str) -> dict[str, Any]:
-    """The route's request bodies for the OpenAPI docs; the multipart one's example is a command, as no example
-    value can hold a file."""
+class ClassifyQuery(InferenceQuery):
+    top_k: int = Field(3, ge=1, le=1000, description="how many of the most probable classes to list")
+    min_confidence: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="abstain (`abstained: true`, the label still given) where the top probability is under this, "
+        "and, for any value above 0, where the image is flagged as unlike the training images",
+    )
+
+
+class EmbedQuery(InferenceQuery):
+    layer: int = Field(2, ge=1, le=2, description="2: the 256-d code (default); 1: the 400-d first layer")
+
+
+def image_body(route: str, query: type[InferenceQuery] = InferenceQuery) -> dict[str, Any]:
+    """The route's query parameters and request bodies for the OpenAPI docs; the multipart body's example is a
+    command, as no example value can hold a file."""
     return {
+        "parameters": query_parameters(query),
         "requestBody": {
             "required": True,
             "description": "Image files in the multipart field `file` (repeat it for a batch), for example "
@@ -74,7 +91,7 @@ def image_body(route: str) -> dict[str, Any]:
                     },
                 },
             },
-        }
+        },
     }
 
 
@@ -118,29 +135,18 @@ def decoded(
     return decode_batch(kind, content, limits, framing), None
 
 
-@router.post("/classify", response_model=ClassifyResponse, responses=ERRORS, openapi_extra=image_body("/classify"))
-async def classify(
-    request: Request,
-    context: InferenceContextDep,
-    resize: ResizeQuery = False,
-    top_k: Annotated[int, Query(ge=1, le=1000, description="how many of the most probable classes to list")] = 3,
-    min_confidence: Annotated[
-        float,
-        Query(
-            ge=0,
-            le=1,
-            description="abstain (`abstained: true`, the label still given) where the top probability is under "
-            "this, and, for any value above 0, where the image is flagged as unlike the training images",
-        ),
-    ] = 0.0,
-) -> Response:
+@router.post(
+    "/classify", response_model=ClassifyResponse, responses=ERRORS, openapi_extra=image_body("/classify", ClassifyQuery)
+)
+async def classify(request: Request) -> Response:
     """Class probabilities (calibrated), top-k classes, an in-distribution flag and whether the service abstains,
     for each image, in input order."""
+    context, query = inference_query(request, ClassifyQuery)
     negotiate(request.headers.get("accept"), ["application/json"])
     served = context.served
-    result: Classification = await infer(request, context, resize, CLASSIFY)
-    top_k = min(top_k, len(served.class_names))
-    answer = classification_json(served.name, served.version, result, served.class_names, top_k, min_confidence)
+    result: Classification = await infer(request, context, query.resize, CLASSIFY)
+    top_k = min(query.top_k, len(served.class_names))
+    answer = classification_json(served.name, served.version, result, served.class_names, top_k, query.min_confidence)
     return FastJSONResponse(answer, headers=version_header(served))
 
 
@@ -157,11 +163,12 @@ async def classify(
     },
     openapi_extra=image_body("/reconstruct"),
 )
-async def reconstruct(request: Request, context: InferenceContextDep, resize: ResizeQuery = False) -> Response:
+async def reconstruct(request: Request) -> Response:
     """The autoencoder's reconstruction of each image, as PNG or JSON pixels, with its error."""
+    context, query = inference_query(request, InferenceQuery)
     media = negotiate(request.headers.get("accept"), ["image/png", "application/json"])
     served = context.served
-    result: Reconstructions = await infer(request, context, resize, RECONSTRUCT)
+    result: Reconstructions = await infer(request, context, query.resize, RECONSTRUCT)
     if media == "application/json":
         return FastJSONResponse(
             reconstruction_json(served.name, served.version, result), headers=version_header(served)
@@ -189,18 +196,15 @@ async def reconstruct(request: Request, context: InferenceContextDep, resize: Re
             "description": "JSON by default; raw float32 (N, dim) in NumPy .npy form on Accept: application/x-npy",
         },
     },
-    openapi_extra=image_body("/embed"),
+    openapi_extra=image_body("/embed", EmbedQuery),
 )
-async def embed(
-    request: Request,
-    context: InferenceContextDep,
-    resize: ResizeQuery = False,
-    layer: Annotated[int, Query(ge=1, le=2, description="2: the 256-d code (default); 1: the 400-d first layer")] = 2,
-) -> Response:
+async def embed(request: Request) -> Response:
     """The encoder's code for each image."""
+    context, query = inference_query(request, EmbedQuery)
     media = negotiate(request.headers.get("accept"), ["application/json", "application/x-npy"])
     served = context.served
-    embeddings: Embeddings = await infer(request, context, resize, EMBED[layer])
+    layer = query.layer
+    embeddings: Embeddings = await infer(request, context, query.resize, EMBED[layer])
     if media == "application/x-npy":
         headers = {**judged_headers(embeddings.ood_scores, embeddings.in_distribution), **version_header(served)}
         return Response(npy_bytes(embeddings.vectors), media_type="application/x-npy", headers=headers)

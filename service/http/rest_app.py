@@ -13,6 +13,7 @@ from service.http.admission import FrontDoor
 from service.http.deps import attach
 from service.http.docs import add_docs
 from service.http.errors import add_error_handlers
+from service.http.lane import FastLane
 from service.http.middleware import AccessMiddleware, ApiKeyMiddleware
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -30,6 +31,7 @@ def rest_app(plane: DataPlane, lifespan: Lifespan) -> FastAPI:
         redoc_url=None,
     )
     attach(app, plane)
+    app.add_middleware(FastLane, router=native.router)  # the innermost of these: inside the keys, ids and metrics
     app.add_middleware(
         ApiKeyMiddleware,
         keys=settings.api_keys,

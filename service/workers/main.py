@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from service.core.runtime import installed
+from service.core.runtime import installed, nvidia_driver
 from service.core.settings import (
     METRICS_DIR_ENV,
     REPOSITORY_STATE_ENV,
@@ -49,8 +49,6 @@ if TYPE_CHECKING:
 CUDA_PROBE = (
     "import torch; print(torch.cuda.get_device_properties(0).total_memory // 2**20 if torch.cuda.is_available() else 0)"
 )
-# Without the NVIDIA driver's control device or proc entry, CUDA cannot be available: no need to ask torch.
-NVIDIA_DRIVER_PATHS = ("/dev/nvidiactl", "/proc/driver/nvidia")
 # On CUDA the forward pass is cheap and decoding, HTTP and JSON are the work, all on the CPU: throughput peaks
 # near half the cores (docs/benchmarks/gpu-workers.json, docs/benchmarks.md). Each worker holds this much GPU
 # memory, and the workers take at most half of it.
@@ -80,7 +78,7 @@ def worker_count(settings: Settings) -> int:
         return settings.workers
     if settings.device == "cpu":
         return usable_cores()
-    memory = cuda_memory_mib() if any(Path(p).exists() for p in NVIDIA_DRIVER_PATHS) else 0
+    memory = cuda_memory_mib() if nvidia_driver() else 0
     if memory:
         return cuda_workers(memory)
     # SAE_DEVICE=cuda without a GPU: one worker, which refuses to start with the reason.
@@ -135,8 +133,7 @@ def runtimes_to_preload(settings: Settings) -> list[str]:
     """The runtime packages the workers will import (service.core.runtime.place): torch where it serves, on CUDA
     or by choice, ONNX Runtime otherwise where it is installed (a checkpoint without its graph then has a worker
     import torch for itself)."""
-    gpu = any(Path(p).exists() for p in NVIDIA_DRIVER_PATHS)
-    on_cuda = settings.device == "cuda" or (settings.device == "auto" and gpu and installed("torch"))
+    on_cuda = settings.device == "cuda" or (settings.device == "auto" and nvidia_driver() and installed("torch"))
     onnx = installed("onnxruntime") and settings.runtime != "torch" and not on_cuda
     torch = installed("torch") and not onnx
     return [name for name, wanted in (("onnxruntime", onnx), ("torch", torch)) if wanted]

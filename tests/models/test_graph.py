@@ -63,7 +63,7 @@ def assert_agree(graph: dict[str, np.ndarray], reference: dict[str, np.ndarray],
     for name in ("embedding_1", "embedding_2"):
         np.testing.assert_allclose(graph[name], reference[name], rtol=0, atol=EMBEDDING_TOLERANCE, err_msg=name)
         assert np.abs(graph[name]).max() <= 1.0  # tanh's range, which ONNX Runtime's Tanh alone passes by an ulp
-    assert 0.0 <= graph["reconstruction"].min() and graph["reconstruction"].max() <= 1.0
+    assert graph["reconstruction"].min() >= 0.0 and graph["reconstruction"].max() <= 1.0
     np.testing.assert_allclose(graph["ood_score"], reference["ood_score"], rtol=0, atol=score_tolerance)
     assert (graph["in_distribution"] == reference["in_distribution"]).all()
 

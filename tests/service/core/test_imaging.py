@@ -1,11 +1,14 @@
+import io
+import zlib
+
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from models import FULL_FRAME, MNIST_FRAMING
 from service.core.errors import TooLarge, UndecodableInput, UnsupportedMediaType
-from service.core.imaging import decode_image, prepare_photo, to_grayscale
-from tests.images import encoded
+from service.core.imaging import decode_image, plain_gray_png, prepare_photo, to_grayscale
+from tests.images import digit_like, encoded
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"])
@@ -79,3 +82,55 @@ def test_an_exif_orientation_is_applied(fmt: str) -> None:
     assert decoded[:, -4:].min() >= 200 and decoded[:, :-6].max() <= 60  # the bar now runs down the right edge
     plain = decode_image(encoded(Image.fromarray(pixels), fmt), 10**6)
     assert plain.shape == (20, 28)
+
+
+def pillow_pixels(data: bytes) -> np.ndarray:
+    """What Image.open makes of the file, turned as its EXIF says: the general path, which the plain-PNG one must
+    equal."""
+    image = Image.open(io.BytesIO(data))
+    return to_grayscale(ImageOps.exif_transpose(image) or image)
+
+
+def test_plain_grayscale_pngs_take_the_short_path_and_give_pillows_pixels() -> None:
+    rng = np.random.default_rng(0)
+    images = [digit_like(seed) for seed in range(20)] + [rng.integers(0, 256, (28, 28), dtype=np.uint8)]
+    images += [np.zeros((28, 28), np.uint8), rng.integers(0, 256, (40, 17), dtype=np.uint8)]
+    for pixels in images:
+        for options in ({}, {"optimize": True}, {"compress_level": 0}):
+            data = encoded(Image.fromarray(pixels), "PNG", **options)
+            plain = plain_gray_png(data, 10**6)
+            assert plain is not None and np.array_equal(plain, pixels) and np.array_equal(plain, pillow_pixels(data))
+            assert np.array_equal(decode_image(data, 10**6), pixels)
+
+
+def test_every_other_png_takes_pillows_path() -> None:
+    pixels = digit_like(1)
+    gray = Image.fromarray(pixels)
+    transparent = gray.copy()
+    transparent.info["transparency"] = 0
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated
+    others = {
+        "RGBA": encoded(gray.convert("RGBA"), "PNG"),
+        "16-bit": encoded(Image.fromarray(pixels.astype(np.uint16) * 257), "PNG"),
+        "palette": encoded(gray.convert("P"), "PNG"),
+        "transparency": encoded(transparent, "PNG", transparency=0),
+        "EXIF rotation": encoded(gray, "PNG", exif=exif.tobytes()),
+    }
+    for what, data in others.items():
+        assert plain_gray_png(data, 10**6) is None, what
+        assert np.array_equal(decode_image(data, 10**6), pillow_pixels(data)), what
+    plain = encoded(gray, "PNG")
+    # Pillow writes no interlaced PNG: the same file with IHDR's interlace byte set (and its CRC mended)
+    header = bytearray(plain[12:29])
+    header[12] = 1
+    interlaced = plain[:12] + bytes(header) + zlib.crc32(header).to_bytes(4, "big") + plain[33:]
+    assert plain_gray_png(interlaced, 10**6) is None
+    damaged = plain[:40] + bytes([plain[40] ^ 0xFF]) + plain[41:]
+    for what, data in {"truncated": plain[:-20], "damaged": damaged, "no IEND": plain[:-12]}.items():
+        assert plain_gray_png(data, 10**6) is None, what
+    with pytest.raises(UndecodableInput):  # Pillow's answer to it, as before
+        decode_image(damaged, 10**6)
+    assert plain_gray_png(plain, 783) is None  # over the pixel limit: refused the general way
+    with pytest.raises(TooLarge, match="28x28 pixels; the limit is 783"):
+        decode_image(plain, 783)

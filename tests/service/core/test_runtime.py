@@ -129,3 +129,17 @@ def test_the_supervisor_preloads_only_the_runtime_its_workers_will_use() -> None
         )
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout) == expected, runtime
+
+
+def test_without_the_nvidia_driver_auto_serves_the_graphs_without_importing_torch(tiny_artifacts: Path) -> None:
+    """torch is installed here; with no driver there is no CUDA to ask it about, so it is never imported."""
+    probe = (
+        "import json, sys; from pathlib import Path; from service.core import runtime; "
+        "runtime.NVIDIA_DRIVER_PATHS = ('/nonexistent/nvidiactl',); "
+        "from service.core.repository import load_models; "
+        f"loaded = load_models(Path({str(tiny_artifacts)!r}), runtime.place('auto', 'auto')); "
+        "print(json.dumps([sorted(loaded.models), 'torch' in sys.modules]))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [["fashion-mnist", "mnist"], False]

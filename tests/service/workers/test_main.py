@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from service.core import runtime
 from service.core.settings import Settings
 from service.workers import main
 
@@ -24,7 +25,7 @@ def test_an_explicit_count_and_the_cpu_choose_without_asking_torch(monkeypatch: 
     assert main.worker_count(Settings(workers=3, device="cpu")) == 3
     assert main.worker_count(Settings(workers=3, device="cuda")) == 3
     assert main.worker_count(Settings(workers=0, device="cpu")) == main.usable_cores()
-    monkeypatch.setattr(main, "NVIDIA_DRIVER_PATHS", ("/nonexistent/nvidiactl",))
+    monkeypatch.setattr(runtime, "NVIDIA_DRIVER_PATHS", ("/nonexistent/nvidiactl",))
     assert main.worker_count(Settings(workers=0, device="auto")) == main.usable_cores()  # no driver: no CUDA
     assert main.worker_count(Settings(workers=0, device="cuda")) == 1  # that one worker says why it cannot start
     assert calls == []
@@ -53,7 +54,7 @@ def test_with_a_driver_the_gpu_memory_is_asked_in_another_process(
 ) -> None:
     calls: list[list[str]] = []
     (tmp_path / "nvidiactl").touch()
-    monkeypatch.setattr(main, "NVIDIA_DRIVER_PATHS", (str(tmp_path / "nvidiactl"),))
+    monkeypatch.setattr(runtime, "NVIDIA_DRIVER_PATHS", (str(tmp_path / "nvidiactl"),))
     monkeypatch.setattr(main, "usable_cores", lambda: cores)
     monkeypatch.setattr(main.subprocess, "run", probe_answering(probe_exit, stdout, calls))
     assert main.worker_count(Settings(workers=0, device=device)) == expected  # type: ignore[arg-type]
