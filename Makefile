@@ -85,6 +85,8 @@ bench: models
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk
 	$(BIN)/python -m bench.training.train_speed
 	$(BIN)/python -m bench.serving.serve_bench
+	$(BIN)/python -m bench.serving.runtime_bench
+	$(BIN)/python -m bench.serving.profile_request
 	$(BIN)/python -m bench.serving.workers_bench
 	$(BIN)/python -m bench.serving.fork_memory
 	$(BIN)/python -m bench.serving.grpc_bench

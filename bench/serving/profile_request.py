@@ -1,13 +1,15 @@
 """Where a request's CPU time goes: one sae-serve worker and one FastAPI-peer worker under the same load.
 
 Each server in turn runs one worker process pinned to the first core, with wrk pinned to the second posting one
-real MNIST PNG (multipart) to /classify over 64 connections, as bench/serving/serve_bench.py does. For --seconds
+real MNIST PNG (multipart; or 256 of them, or 256 images of raw pixels: --payload) to /classify over 64
+connections, as bench/serving/serve_bench.py does. For --seconds
 it reports requests/s, CPU milliseconds per request (the server's user and system time from /proc over the
 requests answered), and py-spy's samples of every thread of the server (200 a second, without pausing it), each
 counted in the part of the code it was in: the innermost frame that belongs to one of PARTS, read from the leaf
 up.
 
     .venv/bin/python -m bench.serving.profile_request [--seconds 10] [--servers sae-serve FastAPI] [--keep DIR]
+        [--payload png|png256|raw256]
 """
 
 import argparse
@@ -61,15 +63,19 @@ def part_of(stack: str) -> str:
     return "other"
 
 
-def profile(name: str, artifacts: Path, one: Path, seconds: float, keep: Path) -> dict[str, object]:
+def profile(name: str, artifacts: Path, one: Path, seconds: float, keep: Path, connections: int) -> dict[str, object]:
     contender = start(name, artifacts, 1)
     server = contender.server
     try:
         pids = server.pids()
         pin(pids, 0)
         url = f"{server.url}/classify"
-        subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c64", "-d2s", url], capture_output=True, check=True)
-        raw = keep / f"{name.replace(' ', '_')}.txt"
+        os.sched_setaffinity(0, {1})  # wrk inherits it
+        try:
+            wrk(url, one, connections, 2)  # warm: every path has run
+        finally:
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 2)))
+        raw = keep / f"{name.replace(' ', '_')}-{one.stem}.txt"
         command = [str(ROOT / ".venv/bin/py-spy"), "record", "--pid", str(server.process.pid), "--rate", "200"]
         command += ["--duration", f"{seconds:g}", "--format", "raw", "--nonblocking", "--threads", "--subprocesses"]
         spy = subprocess.Popen(
@@ -81,7 +87,7 @@ def profile(name: str, artifacts: Path, one: Path, seconds: float, keep: Path) -
         before = cpu_seconds(pids)
         os.sched_setaffinity(0, {1})  # wrk inherits it
         try:
-            cell = wrk(url, one, 64, seconds)
+            cell = wrk(url, one, connections, seconds)
         finally:
             os.sched_setaffinity(0, set(range(os.cpu_count() or 2)))
         used = cpu_seconds(pids) - before
@@ -105,20 +111,32 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--servers", nargs="+", default=["sae-serve", "FastAPI"], choices=["sae-serve", "FastAPI"])
     parser.add_argument("--keep", type=Path, default=None, help="folder for py-spy's raw stacks (default: temporary)")
+    parser.add_argument(
+        "--payload",
+        choices=["png", "png256", "raw256"],
+        default="png",
+        help="each request: one PNG (default), 256 PNGs (multipart) or 256 images of raw pixels",
+    )
     args = parser.parse_args()
     from training.data import load_dataset
 
     keep = args.keep or Path(tempfile.mkdtemp(prefix="profile-request-"))
     keep.mkdir(parents=True, exist_ok=True)
-    digit = load_dataset("mnist").test_images.numpy()[0]
-    one = lua_script(keep, "one", multipart([png_bytes(digit)]), MULTIPART_TYPE)
+    digits = load_dataset("mnist").test_images.numpy()[:256]
+    if args.payload == "raw256":
+        one = lua_script(keep, "raw256", digits.tobytes(), "application/octet-stream")
+    else:
+        pngs = [png_bytes(digit) for digit in digits[: 256 if args.payload == "png256" else 1]]
+        one = lua_script(keep, args.payload, multipart(pngs), MULTIPART_TYPE)
     for name in args.servers:
-        found = profile(name, args.artifacts, one, args.seconds, keep)
+        connections = 64 if args.payload == "png" else 8  # serve_bench's batch paths: 8 connections
+        found = profile(name, args.artifacts, one, args.seconds, keep, connections)
         cell, parts = found["cell"], found["parts"]
         assert isinstance(parts, collections.Counter)
         total = sum(parts.values()) or 1
         print(
-            f"\n{name}, 1 worker on core 0, wrk on core 1, 64 connections, {args.seconds:g} s: "
+            f"\n{name}, 1 worker on core 0, wrk on core 1, {args.payload} over {connections} connections, "
+            f"{args.seconds:g} s: "
             f"{cell.requests_per_s:,.0f} req/s, p99 {cell.p99_ms:.1f} ms, {cell.errors} errors; "  # type: ignore[attr-defined]
             f"{found['cpu_ms']:.3f} CPU ms a request; {total:,} samples, raw stacks in {keep}"
         )

@@ -31,11 +31,12 @@ RUNTIMES = ("torch", "onnxruntime")
 IMAGES = {"torch": "sae-serve-cuda:latest", "onnxruntime": "sae-serve:latest"}
 
 
-def docker_cold_start(image: str, artifacts: Path) -> float:
-    """Seconds from `docker run` to the container's first 200 from /health/ready, one worker."""
+def docker_cold_start(image: str, artifacts: Path, runtime: str) -> float:
+    """Seconds from `docker run` to the container's first 200 from /health/ready, one worker, in `runtime`."""
     port = free_port()
     name = f"sae-runtime-bench-{port}"
     command = ["docker", "run", "--rm", "--detach", "--name", name, "-e", "SAE_WORKERS=1", "-e", "SAE_GRPC_PORT=0"]
+    command += ["-e", f"SAE_RUNTIME={runtime}"]
     command += ["-p", f"127.0.0.1:{port}:8000", "-v", f"{artifacts.resolve()}:/artifacts:ro", image]
     begun = time.monotonic()
     subprocess.run(command, check=True, capture_output=True)
@@ -107,7 +108,7 @@ def main() -> None:
                 text=True,
                 check=True,
             ).stdout
-            docker_starts = [docker_cold_start(IMAGES[runtime], args.artifacts) for _ in range(args.starts)]
+            docker_starts = [docker_cold_start(IMAGES[runtime], args.artifacts, runtime) for _ in range(args.starts)]
             rows[runtime]["image size (sae-serve-cuda for torch, sae-serve for ONNX Runtime)"] = (
                 f"{int(size) / 1e6:,.0f} MB"
             )

@@ -392,6 +392,12 @@ def report(args: argparse.Namespace, levels: list[Level], ceiling: dict[str, flo
         f"| raw uint8 (application/octet-stream), p99 {raw.p99_ms:.1f} ms | {raw_rate:,.0f} | {100 * raw_share:.0f}% |"
     )
     print(f"| PNG multipart, p99 {png.p99_ms:.1f} ms | {png_rate:,.0f} | {100 * png_share:.0f}% |")
+    # Each PNG is decoded and then goes through the forward, on the same cores: the two ceilings in turn.
+    in_turn = 1 / (1 / ceiling["forward"] + 1 / ceiling["PNG decode"])
+    print(
+        f"| PNG multipart, against decoding and the forward in turn ({in_turn:,.0f}) | "
+        f"| {100 * png_rate / in_turn:.0f}% |"
+    )
     print()
     print(f"sae-serve ({sae_workers} workers), memory over all its processes, MB:")
     print(f"  at start: PSS {memory_start['pss']:.0f}, USS {memory_start['uss']:.0f}, RSS {memory_start['rss']:.0f}")
@@ -422,8 +428,8 @@ def report(args: argparse.Namespace, levels: list[Level], ceiling: dict[str, flo
                 f"{'met' if ours1.p50_ms <= theirs.p50_ms else 'NOT met'}"
             )
     print(
-        f"goal, raw batch >= 50% of the forward ceiling: {100 * raw_share:.0f}% -> "
-        f"{'met' if raw_share >= 0.5 else 'NOT met'}"
+        f"goal, raw batch >= 70% of the forward ceiling: {100 * raw_share:.0f}% -> "
+        f"{'met' if raw_share >= 0.7 else 'NOT met'}"
     )
     print(
         f"goal, PNG batch >= 50% of the PNG-decode ceiling: {100 * png_share:.0f}% -> "
