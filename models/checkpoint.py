@@ -23,12 +23,15 @@ class LoadedCheckpoint:
 
 
 def save_checkpoint(
-    model: StackedAutoencoder, card: ModelCard, directory: Path, ood_tensors: dict[str, torch.Tensor] | None = None
+    model: StackedAutoencoder,
+    card: ModelCard,
+    directory: Path,
+    ood_tensors: dict[str, torch.Tensor] | None = None,
+    graph: bool = True,
 ) -> ModelCard:
     """Write the weights (and the out-of-distribution score's tensors where the card has a score), the whole pass
-    as an ONNX graph, then the card with the model's config and the files' sha256; return that card."""
-    from models.graph import export  # writing needs the onnx package (the train extra); reading a checkpoint does not
-
+    as an ONNX graph (unless `graph` is False: a checkpoint for torch alone), then the card with the model's config
+    and the files' sha256; return that card."""
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_FILE
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -40,7 +43,10 @@ def save_checkpoint(
         ood_file = directory / card.ood.file
         write_whole(ood_file, save({k: v.detach().cpu().contiguous() for k, v in ood_tensors.items()}))
         written = replace(written, ood=replace(card.ood, sha256=sha256_file(ood_file)))
-    written = replace(written, graph=export(directory, written))
+    if graph:
+        from models.graph import export  # writing it needs the onnx package (the train extra); reading does not
+
+        written = replace(written, graph=export(directory, written))
     write_card(directory, written)
     return written
 

@@ -56,12 +56,13 @@ def write_whole(path: Path, data: bytes) -> None:
         raise
 
 
-def checkpoint_files(directory: Path) -> list[Path]:
+def checkpoint_files(directory: Path, graph: bool = True) -> list[Path]:
     """The files a checkpoint is made of, to copy it elsewhere: its card, its weights and, where the card has an
-    out-of-distribution score, that score's tensors, and its graph where it has one (plots and the like left out)."""
+    out-of-distribution score, that score's tensors, and its graph where it has one and `graph` (plots and the like
+    left out; without the graph, the checkpoint serves in torch only)."""
     card = read_card(directory)
     names = [CARD_FILE, card.weights_file, *([card.ood.file] if card.ood is not None else [])]
-    names += [card.graph.file] if card.graph is not None else []
+    names += [card.graph.file] if card.graph is not None and graph else []
     return [directory / name for name in names]
 
 

@@ -119,7 +119,8 @@ def train_both(
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         result = train(data, "greedy", recipe_for("default", name), 0, device, dry_run=quick)
-        save_checkpoint(result.model, result.card, served / name, result.ood_tensors)
+        # torch serves on CUDA, and the device has no onnx package to write the graph with
+        save_checkpoint(result.model, result.card, served / name, result.ood_tensors, graph=False)
         accuracy = result.metrics["test_accuracy"]
         stages = {s["name"]: s["seconds"] for s in result.card.provenance["stages"]}
         reference_card = load_checkpoint(reference / name).card
@@ -193,6 +194,8 @@ def serve(artifacts: Path, device: str, workers: int, log: Path) -> Server:
     # Throughput, not overload: closed loops of up to 16 connections of 256 images cannot overload a server, but one
     # worker may get more than its share of them and reach the default bound of pending images.
     settings["SAE_MAX_PENDING_IMAGES"] = "0"
+    # torch on both devices: the check compares CUDA with the CPU in one runtime (the checkpoints carry no graph here)
+    settings["SAE_RUNTIME"] = "torch"
     return start_sae_serve(artifacts, settings, log, ready_within=180)
 
 
@@ -412,7 +415,7 @@ def prepare_artifacts(reference: Path, served: Path) -> None:
     for name in DATASETS:
         target = served / f"{name}{REFERENCE_SUFFIX}"
         target.mkdir(parents=True, exist_ok=True)
-        for source in checkpoint_files(newest_version(reference / name)):
+        for source in checkpoint_files(newest_version(reference / name), graph=False):  # as the bundle packs them
             shutil.copy2(source, target / source.name)
 
 

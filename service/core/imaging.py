@@ -40,14 +40,20 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 GRAY8 = (8, 0, 0, 0, 0)  # IHDR's bit depth, colour type (grayscale), compression, filter method, interlace (none)
 
 
+# Ancillary chunks that change nothing of a grayscale image's pixels or orientation as Pillow reads it; any other
+# (text chunks can carry an EXIF or XMP rotation, which Image.open's path applies) sends a file the general way.
+HARMLESS_CHUNKS = frozenset({b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT", b"pHYs", b"tIME", b"bKGD"})
+
+
 def plain_gray_png(data: bytes, max_pixels: int) -> Pixels | None:
-    """The pixels of an 8-bit grayscale PNG without interlacing, transparency or EXIF (what MNIST-style clients
-    send), read by walking its chunks and inflating its image data with Pillow's own PNG decoder, without the
-    machinery of Image.open (a third of the time, measured: bench/serving/profile_request.py's notes in
-    docs/benchmarks.md); None for any other file, which decode_image reads the general way, damaged ones too."""
+    """The pixels of an 8-bit grayscale PNG without interlacing, transparency or metadata that could turn it (what
+    MNIST-style clients send), read by walking its chunks and inflating its image data with Pillow's own PNG
+    decoder, without the machinery of Image.open (a third of the time, measured: docs/benchmarks.md, "Where a
+    request's time goes"); None for any other file, which decode_image reads the general way, damaged ones too."""
     if not data.startswith(PNG_SIGNATURE):
         return None
-    position, end, size, image_data = len(PNG_SIGNATURE), len(data), None, []
+    position, end, size, previous = len(PNG_SIGNATURE), len(data), None, b""
+    image_data: list[bytes] = []
     while position + 12 <= end:
         length, kind = struct.unpack_from(">I4s", data, position)
         body_end = position + 8 + length
@@ -55,18 +61,20 @@ def plain_gray_png(data: bytes, max_pixels: int) -> Pixels | None:
             data[body_end : body_end + 4]
         ):
             return None
-        if kind == b"IHDR" and length == 13:
-            width, height, *layout = struct.unpack_from(">IIBBBBB", data, position + 8)
-            if tuple(layout) != GRAY8 or not 0 < width * height <= max_pixels:
-                return None
+        if kind == b"IHDR":
+            width, height, *layout = struct.unpack_from(">IIBBBBB", data, position + 8) if length == 13 else (0, 0)
+            if size is not None or tuple(layout) != GRAY8 or not 0 < width * height <= max_pixels:
+                return None  # a second header, another layout, or over the limit
             size = (width, height)
-        elif kind == b"IDAT" and size is not None:
+        elif kind == b"IDAT":
+            if size is None or (image_data and previous != b"IDAT"):
+                return None  # image data before the header, or split by another chunk
             image_data.append(data[position + 8 : body_end])
         elif kind == b"IEND":
             break
-        elif kind in (b"tRNS", b"eXIf") or not kind[0] & 0x20:  # transparency, a rotation, or another critical chunk
+        elif kind not in HARMLESS_CHUNKS:
             return None
-        position = body_end + 4
+        previous, position = kind, body_end + 4
     else:
         return None  # no IEND: truncated
     if size is None or not image_data:

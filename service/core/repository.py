@@ -117,7 +117,10 @@ def card_on_disk(folder: Path | None) -> ModelCard | None:
 def load_version(name: str, version: int, directory: Path, placement: Placement) -> ServedModel:
     card = read_card(directory)
     runner = placement.runner(directory, card)
-    runner.run(np.zeros((1, card.config.input_dim), dtype=np.uint8))  # the first pass allocates; not a request's
+    try:  # the first pass allocates: not a request's to pay for
+        runner.run(np.zeros((1, card.config.input_dim), dtype=np.uint8))
+    except Exception as e:  # the runtime's own error, whichever runtime: this version does not serve
+        raise CheckpointError(f"{directory}: its first pass failed: {str(e)[:300]}") from e
     log.info(
         "model %s version %d loaded: %s on %s (sha256 %s)",
         name,

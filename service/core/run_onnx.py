@@ -34,6 +34,12 @@ class OnnxRunner:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # ONNX Runtime raises its own Fail, InvalidGraph, ... on a file it cannot read
             raise CheckpointError(f"{path}: ONNX Runtime cannot load it: {str(e)[:300]}") from e
+        inputs = [(i.name, i.type, i.shape[1:]) for i in self.session.get_inputs()]
+        if inputs != [(GRAPH_INPUT, "tensor(uint8)", [card.config.input_dim])]:
+            raise CheckpointError(
+                f"{path}: the graph takes {str(inputs)[:200]}, not one uint8 input {GRAPH_INPUT!r} of "
+                f"{card.config.input_dim} pixels; export it again"
+            )
         self.outputs = graph_outputs(card.config.depth)
         missing = set(self.outputs) - {o.name for o in self.session.get_outputs()}
         if missing:

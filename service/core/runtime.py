@@ -112,6 +112,8 @@ def place(runtime: RuntimeChoice, device: Literal["auto", "cpu", "cuda"], thread
         if not installed("onnxruntime"):
             raise ValueError("SAE_RUNTIME=onnxruntime but the onnxruntime package is not installed")
         return Placement("onnxruntime", "cpu", threads)
+    if runtime == "torch" and not installed("torch"):
+        raise ValueError("SAE_RUNTIME=torch but torch is not installed (the torch extra; the sae-serve-cuda image)")
     if device == "cpu" or (device == "auto" and not (installed("torch") and nvidia_driver())):
         return Placement(runtime, "cpu", threads)
     if not installed("torch"):

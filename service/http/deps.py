@@ -61,12 +61,14 @@ Query = TypeVar("Query", bound=InferenceQuery)
 
 def inference_query(request: Request, model: type[Query]) -> tuple[InferenceContext, Query]:
     """The route's query, and the model it names with the data plane."""
+    params = dict(request.query_params)
+    plane = plane_of(request)
+    # The model first (an unknown one is a 404 whatever the rest says), then the rest of the query.
+    context = InferenceContext(plane, served_model(request, plane, params.get("model") or None, params.get("version")))
     try:
-        query = model.model_validate(dict(request.query_params))
+        return context, model.model_validate(params)
     except ValidationError as e:
         raise RequestValidationError([{**error, "loc": ("query", *error["loc"])} for error in e.errors()]) from None
-    plane = plane_of(request)
-    return InferenceContext(plane, served_model(request, plane, query.model or None, query.version)), query
 
 
 def query_parameters(model: type[InferenceQuery]) -> list[dict[str, Any]]:

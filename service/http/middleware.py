@@ -37,7 +37,9 @@ class AccessMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = message.setdefault("headers", [])
-                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode("latin-1")))
+                name = REQUEST_ID_HEADER.lower().encode()
+                if not any(key.lower() == name for key, _ in headers):  # a 500 names it already
+                    headers.append((REQUEST_ID_HEADER.encode(), request_id.encode("latin-1")))
                 timing = server_timing(decode_seconds.get(), forward_timing.get())
                 if timing is not None:
                     headers.append((b"server-timing", timing.encode()))

@@ -76,7 +76,7 @@ def worker_count(settings: Settings) -> int:
     """SAE_WORKERS, or by default one worker per core on the CPU, and on CUDA half the cores (see CUDA_WORKER_MIB)."""
     if settings.workers:
         return settings.workers
-    if settings.device == "cpu":
+    if settings.device == "cpu" or settings.runtime == "onnxruntime":  # ONNX Runtime serves on the CPU
         return usable_cores()
     memory = cuda_memory_mib() if nvidia_driver() else 0
     if memory:
@@ -133,7 +133,9 @@ def runtimes_to_preload(settings: Settings) -> list[str]:
     """The runtime packages the workers will import (service.core.runtime.place): torch where it serves, on CUDA
     or by choice, ONNX Runtime otherwise where it is installed (a checkpoint without its graph then has a worker
     import torch for itself)."""
-    on_cuda = settings.device == "cuda" or (settings.device == "auto" and nvidia_driver() and installed("torch"))
+    on_cuda = settings.runtime != "onnxruntime" and (
+        settings.device == "cuda" or (settings.device == "auto" and nvidia_driver() and installed("torch"))
+    )
     onnx = installed("onnxruntime") and settings.runtime != "torch" and not on_cuda
     torch = installed("torch") and not onnx
     return [name for name, wanted in (("onnxruntime", onnx), ("torch", torch)) if wanted]

@@ -3,7 +3,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 from models import FULL_FRAME, MNIST_FRAMING
 from service.core.errors import TooLarge, UndecodableInput, UnsupportedMediaType
@@ -84,6 +84,10 @@ def test_an_exif_orientation_is_applied(fmt: str) -> None:
     assert plain.shape == (20, 28)
 
 
+def chunk(kind: bytes, body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+
 def pillow_pixels(data: bytes) -> np.ndarray:
     """What Image.open makes of the file, turned as its EXIF says: the general path, which the plain-PNG one must
     equal."""
@@ -120,7 +124,22 @@ def test_every_other_png_takes_pillows_path() -> None:
     for what, data in others.items():
         assert plain_gray_png(data, 10**6) is None, what
         assert np.array_equal(decode_image(data, 10**6), pillow_pixels(data)), what
+    text = PngImagePlugin.PngInfo()
+    text.add_text("XML:com.adobe.xmp", "<x:xmpmeta><tiff:Orientation>6</tiff:Orientation></x:xmpmeta>")
+    assert plain_gray_png(encoded(gray, "PNG", pnginfo=text), 10**6) is None  # text chunks can carry a rotation
     plain = encoded(gray, "PNG")
+    assert plain_gray_png(plain[:33] + chunk(b"pHYs", bytes(9)) + plain[33:], 10**6) is not None  # harmless
+    header, image_data = plain[8:33], plain[33:-12]
+    assert image_data[4:8] == b"IDAT"
+    body = image_data[8:-4]
+    split = chunk(b"IDAT", body[:10]) + chunk(b"pHYs", bytes(9)) + chunk(b"IDAT", body[10:])
+    assert plain_gray_png(plain[:33] + split + plain[-12:], 10**6) is None  # image data split by another chunk
+    assert (
+        plain_gray_png(plain[:33] + chunk(b"IDAT", body[:10]) + chunk(b"IDAT", body[10:]) + plain[-12:], 10**6)
+        is not None
+    )
+    second_header = plain[:-12] + header + plain[-12:]
+    assert plain_gray_png(second_header, 10**6) is None
     # Pillow writes no interlaced PNG: the same file with IHDR's interlace byte set (and its CRC mended)
     header = bytearray(plain[12:29])
     header[12] = 1

@@ -143,3 +143,36 @@ def test_without_the_nvidia_driver_auto_serves_the_graphs_without_importing_torc
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [["fashion-mnist", "mnist"], False]
+
+
+def test_a_graph_that_does_not_take_pixels_fails_its_version_alone(tiny_artifacts: Path) -> None:
+    """A graph that matches its card's sha256 but not the pass (another input) is that version's failure, with the
+    reason; the other models serve."""
+    import onnx
+
+    from models.layout import sha256_file
+
+    directory = tiny_artifacts / "fashion-mnist"
+    graph = onnx.load(str(directory / GRAPH_FILE))
+    graph.graph.input[0].name = "image"
+    for node in graph.graph.node:
+        node.input[:] = ["image" if name == "pixels" else name for name in node.input]
+    onnx.save(graph, str(directory / GRAPH_FILE))
+    card = read_card(directory)
+    assert card.graph is not None
+    write_card(directory, replace(card, graph=replace(card.graph, sha256=sha256_file(directory / GRAPH_FILE))))
+    with TestClient(create_app(make_settings(tiny_artifacts, runtime="onnxruntime"))) as client:
+        assert runtimes(client) == {"mnist": ("onnxruntime", "cpu")}
+        failed = next(m for m in client.get("/models").json()["models"] if m["name"] == "fashion-mnist")
+        assert "the graph takes" in failed["error"] and "'pixels'" in failed["error"]
+
+
+def test_torch_asked_for_where_it_is_not_installed_is_refused_with_the_reason(tmp_path: Path) -> None:
+    hook = tmp_path / "no-torch"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(NO_TORCH)
+    probe = "from service.core.runtime import place; place('torch', 'cpu')"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env={"PYTHONPATH": str(hook)}, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0 and "SAE_RUNTIME=torch but torch is not installed" in done.stderr

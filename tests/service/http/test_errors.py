@@ -102,6 +102,9 @@ def test_unacceptable_accept_header_is_406_on_every_inference_route(client: Test
 def test_bad_query_values_are_422(client: TestClient) -> None:
     assert_error(client.post("/embed?layer=3", files=upload(png_bytes(digit_like(0)))), 422, "layer")
     assert_error(client.post("/classify?top_k=0", files=upload(png_bytes(digit_like(0)))), 422, "top_k")
+    assert_error(client.post("/classify?top_k=abc", files=upload(png_bytes(digit_like(0)))), 422, "query.top_k")
+    # the model is looked up first: an unknown one is a 404 whatever the rest of the query says
+    assert_error(client.post("/classify?model=nope&top_k=0", files=upload(png_bytes(digit_like(0)))), 404, "nope")
 
 
 def test_unexpected_failure_is_a_generic_500_with_the_request_id(
@@ -116,6 +119,7 @@ def test_unexpected_failure_is_a_generic_500_with_the_request_id(
         "/classify", files=upload(png_bytes(digit_like(0))), headers={"X-Request-ID": "abc123"}
     )
     assert_error(response, 500, "internal error; quote request id abc123")
+    assert response.headers.get_list("x-request-id") == ["abc123"]  # once
     assert "secret" not in response.text
     assert "abc123" in caplog.text and "secret internals" in caplog.text
 

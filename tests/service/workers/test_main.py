@@ -68,3 +68,15 @@ def test_the_probe_runs_and_answers_the_gpu_memory() -> None:
     memory = torch.cuda.get_device_properties(0).total_memory // 2**20 if torch.cuda.is_available() else 0
     assert int(done.stdout) == memory
     assert main.cuda_memory_mib() == memory
+
+
+def test_onnxruntime_serves_on_the_cpu_so_a_gpu_host_gets_a_worker_per_core_and_no_probe(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: list[list[str]] = []
+    (tmp_path / "nvidiactl").touch()
+    monkeypatch.setattr(runtime, "NVIDIA_DRIVER_PATHS", (str(tmp_path / "nvidiactl"),))
+    monkeypatch.setattr(main.subprocess, "run", probe_answering(0, "143771\n", calls))
+    assert main.worker_count(Settings(workers=0, device="auto", runtime="onnxruntime")) == main.usable_cores()
+    assert main.runtimes_to_preload(Settings(device="auto", runtime="onnxruntime")) == ["onnxruntime"]
+    assert calls == []
