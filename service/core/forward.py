@@ -10,9 +10,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.config import IMAGE_SIDE
+from service.core.passes import Pass
 from service.core.pixels import Batch
 from service.core.repository import ServedModel
-from service.core.runtime import Pass
 
 Floats = NDArray[np.float32]
 

@@ -26,7 +26,8 @@ import numpy as np
 from models import CheckpointError, ModelCard
 from models.layout import checkpoint_versions, read_card
 from service.core.errors import LoadFailed, NotFound, quoted
-from service.core.runtime import Placement, Runner, RuntimeChoice, place
+from service.core.passes import Runner
+from service.core.runtime import Placement, RuntimeChoice, place
 from service.core.versions import Plan, Policies
 
 log = logging.getLogger("sae_serve")

@@ -9,7 +9,7 @@ from numpy.typing import NDArray
 from models.card import ModelCard
 from models.errors import CheckpointError
 from models.layout import GRAPH_INPUT, graph_outputs, verified
-from service.core.runtime import Pass
+from service.core.passes import Pass
 
 
 class OnnxRunner:

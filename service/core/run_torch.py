@@ -9,7 +9,7 @@ from numpy.typing import NDArray
 from models import StackedAutoencoder, load_checkpoint, to_model_input
 from models.card import ModelCard
 from models.ood import Judge, reconstruction_errors
-from service.core.runtime import Pass
+from service.core.passes import Pass
 
 
 class TorchRunner:

@@ -1,4 +1,4 @@
-"""Which runtime runs a model's pass, and the pass's outputs as numpy arrays: the one thing forward.py calls.
+"""Which runtime runs a model's pass (the pass itself: service/core/passes.py), chosen once for the server.
 
 Two runtimes run the same pass (the preprocessing, the encoders, the decoder, the head with the card's temperature,
 the reconstruction error and the out-of-distribution score): torch (service/core/run_torch.py) from the weights,
@@ -15,43 +15,14 @@ Neither runtime is imported before a model needs it: a server of ONNX graphs nev
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
-
-import numpy as np
-from numpy.typing import NDArray
+from typing import Literal
 
 from models.card import ModelCard
 from models.errors import CheckpointError
+from service.core.passes import Runner
 
 RuntimeChoice = Literal["auto", "torch", "onnxruntime"]
 RUNTIME_CHOICES: tuple[RuntimeChoice, ...] = ("auto", "torch", "onnxruntime")
-
-Floats = NDArray[np.float32]
-
-
-@dataclass
-class Pass:
-    """Every output of one pass over a batch of N images."""
-
-    probabilities: Floats  # (N, classes), calibrated
-    log_probabilities: Floats  # (N, classes): the head's, which rank the classes
-    layers: list[Floats]  # each encoder layer's output: (N, 400), (N, 256)
-    reconstructions: Floats  # (N, 784) in [0, 1]
-    reconstruction_errors: Floats  # (N,)
-    ood_scores: Floats  # (N,) models/ood.py's score: higher, less like the training images
-    in_distribution: NDArray[np.bool_]  # (N,) not flagged by it
-
-
-class Runner(Protocol):
-    """A loaded model's pass in one runtime."""
-
-    runtime: str  # "torch" or "onnxruntime"
-    device: str  # "cpu", "cuda:0"
-
-    def run(self, pixels: NDArray[np.uint8]) -> Pass:
-        """The pass over uint8 pixels (N, 784)."""
-        ...
-
 
 # Without the NVIDIA driver's control device or proc entry, CUDA cannot be available: no need to import torch to ask.
 NVIDIA_DRIVER_PATHS = ("/dev/nvidiactl", "/proc/driver/nvidia")
