@@ -18,6 +18,7 @@ FORMAT_VERSION = 5  # 5 added `graph`; 4 added `ood`; 3 added `calibration`; 2 a
 PERCENTILES = ("p50", "p90", "p99", "p99.9")
 SCORE_NAME = "mahalanobis(input, layers)+reconstruction"  # the out-of-distribution score of models/ood.py
 OOD_FILE = "ood.safetensors"
+TINY = 1e-12  # the score's floor under a distance or error before its log (torch's and the ONNX graph's)
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,11 @@ from numpy.typing import NDArray
 from onnx import TensorProto, helper, numpy_helper
 from safetensors.numpy import load_file
 
-from models.card import Graph, ModelCard
+from models.card import TINY, Graph, ModelCard
 from models.layout import GRAPH_FILE, GRAPH_INPUT, read_card, sha256_file, verified, write_card, write_whole
 
 OPSET = 17  # ReduceMean and ReduceMin still take their axes as attributes
 IR_VERSION = 8  # the IR of opset 17: onnx 1.23 would write 14 by default, which ONNX Runtime 1.3x refuses
-TINY = 1e-12  # models/ood.py's floor under a distance or error before its log
 
 Array = NDArray[np.float32]
 

@@ -24,10 +24,8 @@ from typing import Protocol
 
 import torch
 
-from models.card import OutOfDistribution
+from models.card import TINY, OutOfDistribution
 from models.sae import StackedAutoencoder
-
-TINY = 1e-12  # the floor under a distance or error before its log
 
 
 class Judge(Protocol):

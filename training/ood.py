@@ -3,8 +3,8 @@ training images, its threshold on the validation split alone."""
 
 import torch
 
-from models.card import SCORE_NAME, OutOfDistribution
-from models.ood import TINY, Detector, Gaussians, reconstruction_errors
+from models.card import SCORE_NAME, TINY, OutOfDistribution
+from models.ood import Detector, Gaussians, reconstruction_errors
 from models.sae import StackedAutoencoder
 
 FALSE_FLAG_RATE = 0.03  # the share of the validation split flagged; measured: bench/training/ood_bench.py

@@ -10,14 +10,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.config import IMAGE_SIDE
-from service.core.passes import Pass
+from service.core.passes import Flags, Floats, Pass
 from service.core.pixels import Batch
 from service.core.repository import ServedModel
-
-Floats = NDArray[np.float32]
-
-
-Flags = NDArray[np.bool_]
 
 
 @dataclass

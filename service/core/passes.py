@@ -8,6 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 Floats = NDArray[np.float32]
+Flags = NDArray[np.bool_]
 
 
 @dataclass
@@ -20,7 +21,7 @@ class Pass:
     reconstructions: Floats  # (N, 784) in [0, 1]
     reconstruction_errors: Floats  # (N,)
     ood_scores: Floats  # (N,) models/ood.py's score: higher, less like the training images
-    in_distribution: NDArray[np.bool_]  # (N,) not flagged by it
+    in_distribution: Flags  # (N,) not flagged by it
 
 
 class Runner(Protocol):

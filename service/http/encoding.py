@@ -10,7 +10,8 @@ from PIL import Image
 from starlette.responses import Response
 
 from service.core.errors import NotAcceptable, quoted
-from service.core.forward import Classification, Embeddings, Flags, Floats, Reconstructions, abstained
+from service.core.forward import Classification, Embeddings, Reconstructions, abstained
+from service.core.passes import Flags, Floats
 
 
 class FastJSONResponse(Response):

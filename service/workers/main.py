@@ -4,10 +4,10 @@ With SAE_WORKERS above 1, a supervisor process (service.workers.supervisor) hold
 that many worker processes, each a whole service with its own models. Prometheus metrics are then kept in
 files that /metrics sums over the workers.
 
-The supervisor imports torch and the app once, then forks the workers (uvicorn would spawn fresh
-interpreters that import everything again): they share those pages copy-on-write (the memory saved is
-measured by `python -m bench.serving.fork_memory`). It never runs a forward, starts a thread pool or touches
-CUDA before forking; each worker does all of that itself.
+The supervisor imports the app and the runtime its workers will use once, then forks the workers (uvicorn would
+spawn fresh interpreters that import everything again): they share those pages copy-on-write (the memory saved
+is measured, with torch, by `python -m bench.serving.fork_memory`). It never runs a forward, starts a thread pool
+or touches CUDA before forking; each worker does all of that itself.
 """
 
 import gc
