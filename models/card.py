@@ -14,11 +14,14 @@ from typing import Any
 from models.config import SAEConfig
 from models.errors import CheckpointError
 
-FORMAT_VERSION = 5  # 5 added `graph`; 4 added `ood`; 3 added `calibration`; 2 added `framing`
+FORMAT_VERSION = 6  # 6 added `embedding` and `reference`; 5 `graph`; 4 `ood`; 3 `calibration`; 2 `framing`
 PERCENTILES = ("p50", "p90", "p99", "p99.9")
 SCORE_NAME = "mahalanobis(input, layers)+reconstruction"  # the out-of-distribution score of models/ood.py
 OOD_FILE = "ood.safetensors"
 TINY = 1e-12  # the score's floor under a distance or error before its log (torch's and the ONNX graph's)
+REFERENCE_FILE = "reference.safetensors"
+NORMALISATION = "l2"  # the served embedding is scaled to unit length (models/reference.py)
+METRIC = "cosine"  # and compared by cosine similarity; a neighbour's distance is one minus it
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,31 @@ class Graph:
 
 
 @dataclass(frozen=True)
+class Embedding:
+    """The card's `embedding` section: the vector the service gives embedding consumers (/v1/embeddings, /similar,
+    `sae-train embed`): an encoder layer's output, its width, how it is scaled and how vectors are compared."""
+
+    layer: int  # 1-based: the last is the code
+    dim: int
+    normalisation: str = NORMALISATION
+    metric: str = METRIC
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The card's `reference` section: the training images' embeddings, labels and pixels (models/reference.py),
+    which /similar searches, and how well their k-NN vote classifies."""
+
+    file: str
+    sha256: str
+    split: str  # "train": the training images, the validation split held out
+    size: int
+    vote_k: int  # the neighbours that vote, chosen on the validation split
+    vote_validation_accuracy: float
+    vote_test_accuracy: float
+
+
+@dataclass(frozen=True)
 class ModelCard:
     dataset: str
     class_names: tuple[str, ...]
@@ -106,6 +134,8 @@ class ModelCard:
     calibration: Calibration | None = None  # cards before format 3 have none: temperature 1
     ood: OutOfDistribution | None = None  # cards before format 4 have none: flagged by reconstruction error
     graph: Graph | None = None  # cards before format 5, and checkpoints not exported, have none: torch only
+    embedding: Embedding | None = None  # cards before format 6 have none: the code, unit length, cosine
+    reference: Reference | None = None  # cards before format 6 have none, nor checkpoints written without: no /similar
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,6 +153,8 @@ class ModelCard:
             **({"calibration": asdict(self.calibration)} if self.calibration else {}),
             **({"ood": asdict(self.ood)} if self.ood else {}),
             **({"graph": asdict(self.graph)} if self.graph else {}),
+            **({"embedding": asdict(self.embedding)} if self.embedding else {}),
+            **({"reference": asdict(self.reference)} if self.reference else {}),
         }
 
     @classmethod
@@ -183,10 +215,13 @@ class ModelCard:
             )
         known = {"format_version", "dataset", "class_names", "framing", "config", "metrics", "pretraining"}
         known |= {"recipe", "weights_file", "weights_sha256", "provenance", "calibration", "ood", "graph"}
+        known |= {"embedding", "reference"}
         # format 1 kept provenance at the top level
         provenance = dict(card.raw.get("provenance") or {k: v for k, v in card.raw.items() if k not in known})
         ood = _ood(card.section("ood"), config.depth + 1) if version >= 4 and "ood" in card.raw else None
         graph = _graph(card.section("graph")) if version >= 5 and "graph" in card.raw else None
+        embedding = _embedding(card.section("embedding"), config) if version >= 6 and "embedding" in card.raw else None
+        reference = _reference(card.section("reference")) if version >= 6 and "reference" in card.raw else None
         return cls(
             dataset=dataset,
             class_names=class_names,
@@ -202,6 +237,8 @@ class ModelCard:
             calibration=calibration,
             ood=ood,
             graph=graph,
+            embedding=embedding,
+            reference=reference,
         )
 
     @property
@@ -211,6 +248,11 @@ class ModelCard:
         if self.calibration is not None:
             return self.calibration.in_distribution_threshold
         return self.metrics.reconstruction_error_percentiles["p99"]
+
+    @property
+    def served_embedding(self) -> Embedding:
+        """What embedding consumers get: the card's section, else (older cards) the code, unit length, cosine."""
+        return self.embedding or Embedding(self.config.depth, self.config.hidden_dims[-1])
 
     @property
     def temperature(self) -> float:
@@ -259,6 +301,28 @@ def _graph(reader: "_Reader") -> Graph:
         sha256=reader.text("sha256"),
         opset=reader.integer("opset"),
         ir_version=reader.integer("ir_version"),
+    )
+
+
+def _embedding(reader: "_Reader", config: SAEConfig) -> Embedding:
+    layer, dim = reader.integer("layer"), reader.integer("dim")
+    if layer > config.depth or dim != config.hidden_dims[layer - 1]:
+        raise CheckpointError(f"{reader.where}: layer {layer} of {dim} units is not one of the model's encoder layers")
+    for key, known in (("normalisation", NORMALISATION), ("metric", METRIC)):
+        if reader.text(key) != known:
+            raise CheckpointError(f"{reader.where}: '{key}' {reader.text(key)[:50]!r} is not one this sae-serve serves")
+    return Embedding(layer, dim)
+
+
+def _reference(reader: "_Reader") -> Reference:
+    return Reference(
+        file=_file_name(reader, "file"),
+        sha256=reader.text("sha256"),
+        split=reader.text("split"),
+        size=reader.integer("size"),
+        vote_k=reader.integer("vote_k"),
+        vote_validation_accuracy=reader.number("vote_validation_accuracy"),
+        vote_test_accuracy=reader.number("vote_test_accuracy"),
     )
 
 

@@ -11,6 +11,7 @@ from models.card import ModelCard
 from models.errors import CheckpointError
 from models.layout import WEIGHTS_FILE, checkpoint_versions, read_card, sha256_file, verified, write_card, write_whole
 from models.ood import Detector, Judge, ReconstructionOnly
+from models.reference import ReferenceArrays, write_reference
 from models.sae import StackedAutoencoder
 
 
@@ -28,10 +29,11 @@ def save_checkpoint(
     directory: Path,
     ood_tensors: dict[str, torch.Tensor] | None = None,
     graph: bool = True,
+    reference: ReferenceArrays | None = None,
 ) -> ModelCard:
-    """Write the weights (and the out-of-distribution score's tensors where the card has a score), the whole pass
-    as an ONNX graph (unless `graph` is False: a checkpoint for torch alone), then the card with the model's config
-    and the files' sha256; return that card."""
+    """Write the weights (and the out-of-distribution score's tensors where the card has a score, the reference set
+    where it has one), the whole pass as an ONNX graph (unless `graph` is False: a checkpoint for torch alone), then
+    the card with the model's config and the files' sha256; return that card."""
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_FILE
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -43,6 +45,10 @@ def save_checkpoint(
         ood_file = directory / card.ood.file
         write_whole(ood_file, save({k: v.detach().cpu().contiguous() for k, v in ood_tensors.items()}))
         written = replace(written, ood=replace(card.ood, sha256=sha256_file(ood_file)))
+    if card.reference is not None:
+        if reference is None:
+            raise ValueError("a card with a reference set needs its arrays")
+        written = replace(written, reference=write_reference(directory, card.reference, reference))
     if graph:
         from models.graph import export  # writing it needs the onnx package (the train extra); reading does not
 

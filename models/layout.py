@@ -1,8 +1,9 @@
 """Where a checkpoint's files are, and reading them without torch: the card, the versions, the sha256 checks.
 
 A checkpoint is a folder: card.json (everything needed to rebuild and judge the model), model.safetensors (the
-weights), ood.safetensors (the out-of-distribution score's tensors, where the card has one) and model.onnx (the
-whole pass as an ONNX graph, where the card names one). A model's folder holds its versions: `<model>/<version>/`
+weights), ood.safetensors (the out-of-distribution score's tensors, where the card has one), model.onnx (the
+whole pass as an ONNX graph, where the card names one) and reference.safetensors (the training images' embeddings,
+labels and pixels for /similar, where the card names it). A model's folder holds its versions: `<model>/<version>/`
 with integer versions, each a checkpoint. A checkpoint at the top of the model's folder (`<model>/card.json`, the
 layout before versions) is version 1 of that model, so folders written before versions existed keep working.
 """
@@ -56,13 +57,15 @@ def write_whole(path: Path, data: bytes) -> None:
         raise
 
 
-def checkpoint_files(directory: Path, graph: bool = True) -> list[Path]:
+def checkpoint_files(directory: Path, graph: bool = True, reference: bool = True) -> list[Path]:
     """The files a checkpoint is made of, to copy it elsewhere: its card, its weights and, where the card has an
-    out-of-distribution score, that score's tensors, and its graph where it has one and `graph` (plots and the like
-    left out; without the graph, the checkpoint serves in torch only)."""
+    out-of-distribution score, that score's tensors; its graph where it has one and `graph` (without it, the
+    checkpoint serves in torch only), and its reference set where it has one and `reference` (without it, the
+    checkpoint serves all but /similar). Plots and the like are left out."""
     card = read_card(directory)
     names = [CARD_FILE, card.weights_file, *([card.ood.file] if card.ood is not None else [])]
     names += [card.graph.file] if card.graph is not None and graph else []
+    names += [card.reference.file] if card.reference is not None and reference else []
     return [directory / name for name in names]
 
 

@@ -7,12 +7,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from models import DEVICE_CHOICES, CheckpointError, load_checkpoint, resolve_device, save_checkpoint, to_model_input
+from models import DEVICE_CHOICES, CheckpointError, load_checkpoint, resolve_device, to_model_input
 from models.graph import add_graph
 from models.layout import GRAPH_FILE, checkpoint_versions, next_version_dir, read_card
 from training.data import DATASETS, DataError, fetch, load_dataset, update_package_lists
+from training.embed import FORMATS, SPLITS, split_embeddings, write_embeddings
 from training.evaluate import evaluate
 from training.recipes import RECIPES, recipe_for
+from training.reference import add_reference
 from training.report import write_plots
 from training.schemes import SCHEMES
 from training.settings import TrainingSettings
@@ -67,6 +69,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 if checkpoint.card.graph is None:
                     add_graph(checkpoint.path)
                     print(f"{name}: exported its ONNX graph to {checkpoint.path / GRAPH_FILE}")
+                if checkpoint.card.reference is None:
+                    _add_reference(args, checkpoint.path)
                 continue
             except CheckpointError as e:
                 print(f"{name}: training ({e})")
@@ -74,7 +78,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             fetch(name, args.data_dir)
         result = _train_one(args, name, args.pretrain)
         directory = next_version_dir(directory)  # a new version beside the others; none is overwritten
-        save_checkpoint(result.model, result.card, directory, result.ood_tensors)
+        result.save(directory)
         write_plots(directory, result.model, result.history, result.card, result.metrics, result.test_x, result.test_y)
         print(
             f"{name}: test accuracy {_percent(result.metrics['test_accuracy'])}, "
@@ -92,20 +96,64 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Write model.onnx into every checkpoint named (each version of a model's folder), or every one served."""
+    """Write model.onnx and the reference set into every checkpoint named (each version of a model's folder), or
+    every one served, where it has none (or again with --force)."""
     folders = args.checkpoints or [args.artifacts_dir / name for name in _served(args.artifacts_dir)]
     if not folders:
         raise CheckpointError(f"no checkpoint in {args.artifacts_dir}; train one first or name checkpoint folders")
     for folder in folders:
         versions = checkpoint_versions(folder) or {0: folder}  # 0: a checkpoint named directly
         for directory in versions.values():
-            if read_card(directory).graph is not None and not args.force:
-                print(f"{directory}: has its graph; not exported again (--force does)")
+            card = read_card(directory)
+            if card.graph is not None and card.reference is not None and not args.force:
+                print(f"{directory}: has its graph and reference set; not exported again (--force does)")
                 continue
-            card = add_graph(directory)
-            assert card.graph is not None
-            print(f"{directory}: graph exported to {directory / card.graph.file} (sha256 {card.graph.sha256[:12]})")
+            if card.graph is None or args.force:
+                card = add_graph(directory)
+                assert card.graph is not None
+                print(f"{directory}: graph exported to {directory / card.graph.file} (sha256 {card.graph.sha256[:12]})")
+            if card.reference is None or args.force:
+                _add_reference(args, directory)
     return 0
+
+
+def _add_reference(args: argparse.Namespace, directory: Path) -> None:
+    dataset = read_card(directory).dataset
+    if dataset not in DATASETS:
+        print(f"{directory}: a model of {dataset!r}, whose data sae-train cannot fetch: no reference set written")
+        return
+    fetch(dataset, args.data_dir)
+    card = add_reference(directory, load_dataset(dataset, args.data_dir), resolve_device(args.device))
+    assert card.reference is not None
+    r = card.reference
+    print(
+        f"{directory}: reference set of {r.size:,} training images written to {directory / r.file}; its "
+        f"{r.vote_k}-NN vote: validation {_percent(r.vote_validation_accuracy)}, test {_percent(r.vote_test_accuracy)}"
+    )
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    """Write a checkpoint's embeddings of one split, with indices, labels, model name and version."""
+    name, version, directory = _model_version(args.checkpoint or args.artifacts_dir / args.dataset)
+    manifest, indices, labels, vectors = split_embeddings(
+        directory, args.split, args.data_dir, resolve_device(args.device)
+    )
+    manifest = {"model": name, "version": version, **manifest}
+    suffix = ".parquet" if args.format == "parquet" else ""
+    out = args.out or Path("embeddings") / f"{name}-{version}-{args.split}{suffix}"
+    written = write_embeddings(out, args.format, manifest, indices, labels, vectors)
+    print(f"{name} version {version}: {len(indices):,} {args.split} embeddings ({vectors.shape[1]}-d) -> {written}")
+    return 0
+
+
+def _model_version(path: Path) -> tuple[str, int, Path]:
+    """(model name, version, checkpoint folder) of a model's folder (its newest version) or of one version's."""
+    versions = checkpoint_versions(path)
+    if versions:
+        return path.name, max(versions), versions[max(versions)]
+    if path.name.isdigit() and checkpoint_versions(path.parent).get(int(path.name)) == path:
+        return path.parent.name, int(path.name), path
+    raise CheckpointError(f"{path} holds no checkpoint: name a model's folder or one of its version folders")
 
 
 def _served(artifacts_dir: Path) -> list[str]:
@@ -159,12 +207,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
                     )
                     results.append(result)
                     if args.out is not None:
-                        save_checkpoint(
-                            result.model,
-                            result.card,
-                            args.out / name / f"{recipe}-{scheme}-seed{seed}",
-                            result.ood_tensors,
-                        )
+                        result.save(args.out / name / f"{recipe}-{scheme}-seed{seed}")
                 rows.append((name, recipe, scheme, results))
     seeds = ", ".join(map(str, args.seeds))
     print(f"\nmean ± standard deviation over seeds {seeds}:\n")
@@ -235,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train, artifacts_dir=settings.artifacts_dir)
 
     p = sub.add_parser(
-        "export", help="add the ONNX graph (model.onnx) to checkpoints written without one, for ONNX Runtime"
+        "export",
+        help="add the ONNX graph (model.onnx, for ONNX Runtime) and the reference set (reference.safetensors, for "
+        "/similar) to checkpoints written without them",
     )
     p.add_argument(
         "checkpoints",
@@ -250,8 +295,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=settings.artifacts_dir,
         help="where the models are (default: $SAE_ARTIFACTS_DIR or ./artifacts)",
     )
-    p.add_argument("--force", action="store_true", help="export again where a checkpoint has its graph")
+    p.add_argument("--force", action="store_true", help="export both again where a checkpoint has them")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto: CUDA when available (default)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "embed", help="write a checkpoint's embeddings of a split (Parquet or .npy) for vector databases"
+    )
+    p.add_argument(
+        "--dataset", choices=list(DATASETS), default="mnist", help="the model ARTIFACTS_DIR/<dataset> (default: mnist)"
+    )
+    p.add_argument(
+        "--checkpoint", type=Path, default=None, help="a model's folder or one version's (default: --dataset's)"
+    )
+    p.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="reference",
+        help="reference: the training images /similar searches (default); train: all 60,000; test",
+    )
+    p.add_argument("--format", choices=FORMATS, default="parquet", help="parquet (default) or npy (a folder)")
+    p.add_argument("--out", type=Path, default=None, help="default: embeddings/<model>-<version>-<split>[.parquet]")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto: CUDA when available (default)")
+    p.set_defaults(func=cmd_embed, artifacts_dir=settings.artifacts_dir)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on its data set's test split")
     p.add_argument(

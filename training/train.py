@@ -4,17 +4,29 @@ import platform
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from models import PREPROCESSING, Calibration, Metrics, ModelCard, SAEConfig, StackedAutoencoder, to_model_input
+from models import (
+    PREPROCESSING,
+    Calibration,
+    Metrics,
+    ModelCard,
+    SAEConfig,
+    StackedAutoencoder,
+    save_checkpoint,
+    to_model_input,
+)
+from models.card import Embedding
 from training.calibration import expected_calibration_error, fit_temperature, nll, validation_split
 from training.data import Dataset
 from training.evaluate import evaluate, logits_and_errors
 from training.loop import StageHistory
 from training.ood import fit_ood
 from training.recipes import Recipe
+from training.reference import BuiltReference, build_reference
 from training.schemes import finetune, pretrain, refit_decoders
 from training.teacher import teacher_logits, train_teacher
 
@@ -32,6 +44,11 @@ class TrainResult:
     test_y: torch.Tensor
     validation_accuracy: float  # on the held-out split, for choosing recipes without the test set
     ood_tensors: dict[str, torch.Tensor]  # the out-of-distribution score's means and precision, for save_checkpoint
+    reference: BuiltReference  # the training images' embeddings, labels and pixels, for save_checkpoint
+
+    def save(self, directory: Path, graph: bool = True) -> ModelCard:
+        """Write the checkpoint into `directory` (models.checkpoint.save_checkpoint); its card."""
+        return save_checkpoint(self.model, self.card, directory, self.ood_tensors, graph, self.reference.arrays)
 
 
 def train(
@@ -93,6 +110,14 @@ def train(
     validation_logits, validation_errors = logits_and_errors(model, validation_x)
     calibration = calibrate(model, validation_logits, validation_errors, validation_y, test_x, test_y)
     detector, ood_tensors = fit_ood(model, train_x, train_y, validation_x)
+    embedding = Embedding(config.depth, config.hidden_dims[-1])
+    reference = build_reference(
+        model,
+        embedding,
+        (train_x, data.train_images[train_index], data.train_labels[train_index], train_index),
+        (validation_x, validation_y),
+        (test_x, test_y),
+    )
     settings = recipe.to_dict()
     card = ModelCard(
         dataset=data.name,
@@ -107,9 +132,11 @@ def train(
         provenance=provenance(data, seed, dry_run, seconds, history, device, teacher_accuracy),
         calibration=calibration,
         ood=detector.params,
+        embedding=embedding,
+        reference=reference.section,
     )
     validation_accuracy = (validation_logits.argmax(1) == validation_y).double().mean().item()
-    return TrainResult(model, history, metrics, card, test_x, test_y, validation_accuracy, ood_tensors)
+    return TrainResult(model, history, metrics, card, test_x, test_y, validation_accuracy, ood_tensors, reference)
 
 
 def calibrate(

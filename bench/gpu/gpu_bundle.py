@@ -68,8 +68,9 @@ def pack_data(target: Path, data_dir: Path) -> None:
 def copy_reference(target: Path, artifacts: Path) -> None:
     for name in DATASETS:
         (target / name).mkdir(parents=True, exist_ok=True)
-        # The device serves them in torch: their ONNX graphs (6.7 MB each) stay out of the bundle's carry budget.
-        for source in checkpoint_files(newest_version(artifacts / name), graph=False):
+        # The device serves them in torch, and checks no /similar: their ONNX graphs (6.7 MB each) and reference sets
+        # (about 100 MB) stay out of the bundle's carry budget.
+        for source in checkpoint_files(newest_version(artifacts / name), graph=False, reference=False):
             shutil.copy2(source, target / name / source.name)
 
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from bench.harness import MULTIPART_TYPE, ROOT, Server, multipart, png_bytes, start_sae_serve
-from models import load_checkpoint, resolve_device, save_checkpoint, to_model_input
+from models import load_checkpoint, resolve_device, to_model_input
 from models.layout import checkpoint_files, checkpoint_versions, newest_version
 from service.core import forward
 from service.core.imaging import decode_image
@@ -120,7 +120,7 @@ def train_both(
             torch.cuda.reset_peak_memory_stats(device)
         result = train(data, "greedy", recipe_for("default", name), 0, device, dry_run=quick)
         # torch serves on CUDA, and the device has no onnx package to write the graph with
-        save_checkpoint(result.model, result.card, served / name, result.ood_tensors, graph=False)
+        result.save(served / name, graph=False)
         accuracy = result.metrics["test_accuracy"]
         stages = {s["name"]: s["seconds"] for s in result.card.provenance["stages"]}
         reference_card = load_checkpoint(reference / name).card
@@ -415,7 +415,7 @@ def prepare_artifacts(reference: Path, served: Path) -> None:
     for name in DATASETS:
         target = served / f"{name}{REFERENCE_SUFFIX}"
         target.mkdir(parents=True, exist_ok=True)
-        for source in checkpoint_files(newest_version(reference / name), graph=False):  # as the bundle packs them
+        for source in checkpoint_files(newest_version(reference / name), graph=False, reference=False):  # as bundled
             shutil.copy2(source, target / source.name)
 
 

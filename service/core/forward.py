@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.config import IMAGE_SIDE
+from models.reference import MAX_K, nearest, normalised, vote
 from service.core.passes import Flags, Floats, Pass
 from service.core.pixels import Batch
 from service.core.repository import ServedModel
@@ -67,6 +68,41 @@ def embed(served: ServedModel, pixels: NDArray[np.uint8], layer: int) -> Embeddi
     return Embeddings(p.layers[layer - 1], p.ood_scores, p.in_distribution)
 
 
+def served_embedding(served: ServedModel, p: Pass) -> Floats:
+    """The embedding embedding consumers get (the card's `embedding`): its layer, scaled to unit length."""
+    return normalised(p.layers[served.card.served_embedding.layer - 1])
+
+
+def embed_served(served: ServedModel, pixels: NDArray[np.uint8]) -> Embeddings:
+    p = _pass(served, pixels)
+    return Embeddings(served_embedding(served, p), p.ood_scores, p.in_distribution)
+
+
+@dataclass
+class Similar:
+    probabilities: Floats  # (N, classes), calibrated
+    scores: Floats  # (N, classes) the log-probabilities that rank the classes (see Classification)
+    ood_scores: Floats  # (N,)
+    in_distribution: Flags  # (N,)
+    positions: NDArray[np.int64]  # (N, MAX_K) the nearest reference images' positions in the set, nearest first
+    similarities: Floats  # (N, MAX_K) their cosine similarities
+    votes: NDArray[np.int64]  # (N,) the k-NN vote of the card's vote_k nearest
+    vote_shares: Floats  # (N,) the share of them that voted for it
+
+
+def similar(served: ServedModel, pixels: NDArray[np.uint8]) -> Similar:
+    """The classifier's outputs, the MAX_K nearest reference images of each image (one search for the batch,
+    whatever k each request asked for) and their vote."""
+    reference = served.searched()
+    p = _pass(served, pixels)
+    positions, similarities = nearest(reference.vectors, served_embedding(served, p), MAX_K)
+    vote_k = served.card.reference.vote_k if served.card.reference else 1
+    votes, shares = vote(reference.labels[positions[:, :vote_k]], len(served.class_names))
+    return Similar(
+        p.probabilities, p.log_probabilities, p.ood_scores, p.in_distribution, positions, similarities, votes, shares
+    )
+
+
 @dataclass
 class AllOutputs:
     probabilities: Floats  # (N, classes), calibrated
@@ -114,3 +150,5 @@ CLASSIFY = Operation("classify", classify)
 RECONSTRUCT = Operation("reconstruct", reconstruct)
 ALL_OUTPUTS = Operation("infer", all_outputs)
 EMBED = {layer: Operation("embed", partial(embed, layer=layer), layer) for layer in (1, 2)}
+EMBED_SERVED = Operation("embed_served", embed_served)  # /v1/embeddings
+SIMILAR = Operation("similar", similar)

@@ -24,7 +24,8 @@ from typing import Literal, Protocol
 import numpy as np
 
 from models import CheckpointError, ModelCard
-from models.layout import checkpoint_versions, read_card
+from models.layout import checkpoint_versions, read_card, verified
+from models.reference import ReferenceArrays, map_reference
 from service.core.errors import LoadFailed, NotFound, quoted
 from service.core.passes import Runner
 from service.core.runtime import Placement, RuntimeChoice, place
@@ -40,6 +41,15 @@ class ServedModel:
     runner: Runner  # the model's pass, in the runtime chosen for it
     version: int = 1
     path: Path | None = None
+    reference: ReferenceArrays | None = None  # the set /similar searches, mapped from disk
+    no_reference: str = ""  # why there is none, where there is none
+
+    def searched(self) -> ReferenceArrays:
+        """The version's reference set; NotFound saying why where it has none."""
+        if self.reference is None:
+            why = self.no_reference
+            raise NotFound(f"model {self.name!r} version {self.version} has no reference set to search: {why}")
+        return self.reference
 
     @property
     def ood_summary(self) -> dict[str, object]:
@@ -130,7 +140,25 @@ def load_version(name: str, version: int, directory: Path, placement: Placement)
         runner.device,
         card.weights_sha256[:12],
     )
-    return ServedModel(name, card, runner, version, directory)
+    reference, no_reference = load_reference(directory, card)
+    return ServedModel(name, card, runner, version, directory, reference, no_reference)
+
+
+def load_reference(directory: Path, card: ModelCard) -> tuple[ReferenceArrays | None, str]:
+    """The version's reference set, checked against its card, and why there is none where there is none. A card that
+    names one whose file was not copied with it serves all but /similar; a file that fails its checks fails the
+    version, as any other file of it would."""
+    section = card.reference
+    if section is None:
+        return None, "its checkpoint was written without one (`sae-train export` adds it)"
+    if not (directory / section.file).is_file():
+        log.warning("%s: %s not found: this version serves no /similar", directory, section.file)
+        return None, f"{section.file} was not copied with its checkpoint"
+    path = verified(directory, section.file, section.sha256, "reference set")
+    arrays = map_reference(path, card.served_embedding.dim, len(card.class_names))
+    if len(arrays) != section.size:
+        raise CheckpointError(f"{path}: {len(arrays)} images where the card says {section.size}")
+    return arrays, ""
 
 
 def load_models(

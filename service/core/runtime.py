@@ -70,11 +70,21 @@ class Placement:
         return TorchRunner.load(directory, self.device, self.threads)
 
 
+def limit_blas_threads(threads: int) -> None:
+    """The nearest-neighbour search's matrix product runs in numpy's BLAS, whose pool takes every core in every
+    process (and spins between calls): held to the worker's share, as the runtimes' own pools are (0: left as is)."""
+    if threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads, user_api="blas")
+
+
 def place(runtime: RuntimeChoice, device: Literal["auto", "cpu", "cuda"], threads: int = 0) -> Placement:
     """Resolve the runtime and device choices: CUDA needs torch and a GPU (refused otherwise, with the reason);
-    ONNX Runtime serves on the CPU."""
+    ONNX Runtime serves on the CPU. Numpy's BLAS threads are held to `threads` as well."""
     if runtime not in RUNTIME_CHOICES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIME_CHOICES)}, got {runtime!r}")
+    limit_blas_threads(threads)
     if runtime == "onnxruntime":
         if device == "cuda":
             raise ValueError(

@@ -2,7 +2,8 @@
 dependency, body or log line is spent on it, so that refusing stays cheap under overload.
 
 The inference routes name their model in the path (/v2/models/{name}[/versions/{v}]/infer) or in the query
-(/classify, /reconstruct, /embed: `model=`, else the default model). Where that model already has its bound's images
+(/classify, /reconstruct, /embed, /similar: `model=`, else the default model; /v1/embeddings names it in its body,
+and is left to the batchers). Where that model already has its bound's images
 pending in this worker (service.core.batching), and the caller has a valid key where keys are set, the answer is 503
 with Retry-After, in the route's error form, counted in sae_requests_total and sae_queue_refusals_total; the log
 gets one line a second at most, with how many were refused. Everything else, and every request the model has room
@@ -20,9 +21,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.core.dataplane import DataPlane
 from service.core.keys import key_matches, presented_key
 from service.core.telemetry import REQUEST_ID_HEADER, request_id_from
+from service.http.errors import error_payload
 
 log = logging.getLogger("sae_serve")
-NATIVE_ROUTES = frozenset({"/classify", "/reconstruct", "/embed"})
+NATIVE_ROUTES = frozenset({"/classify", "/reconstruct", "/embed", "/similar"})
 LOG_EVERY_S = 1.0
 
 
@@ -70,8 +72,7 @@ class FrontDoor:
     async def refuse(self, scope: Scope, send: Send, route: str, model: str) -> None:
         refusal = self.plane.batchers.refusal(model)
         self.plane.metrics.requests.labels(route, model, "503").inc()
-        key = "error" if route.startswith("/v2/") else "detail"
-        body = orjson.dumps({key: refusal.detail})
+        body = orjson.dumps(error_payload(route, refusal.status_code, refusal.detail))
         given = next((v for k, v in scope["headers"] if k == REQUEST_ID_HEADER.encode()), b"")
         headers = [
             (b"content-type", b"application/json"),

@@ -2,6 +2,7 @@
 
 import io
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import orjson
@@ -10,8 +11,9 @@ from PIL import Image
 from starlette.responses import Response
 
 from service.core.errors import NotAcceptable, quoted
-from service.core.forward import Classification, Embeddings, Reconstructions, abstained
+from service.core.forward import Classification, Embeddings, Reconstructions, Similar, abstained
 from service.core.passes import Flags, Floats
+from service.core.repository import ServedModel
 
 
 class FastJSONResponse(Response):
@@ -129,4 +131,55 @@ def embedding_json(model: str, version: int, layer: int, embeddings: Embeddings)
         "embeddings": embeddings.vectors.tolist(),
         "ood_scores": embeddings.ood_scores.tolist(),
         "in_distribution": embeddings.in_distribution.tolist(),
+    }
+
+
+def reference_url(served: ServedModel, index: int) -> str:
+    """Where a reference image is shown: the version is in the URL, so what it shows never changes."""
+    return f"/reference/{quote(served.name, safe='')}/{index}.png?version={served.version}"
+
+
+def similar_json(served: ServedModel, result: Similar, k: int) -> dict[str, object]:
+    """Each image's label and the nearest k reference images, with their vote as a second opinion."""
+    reference, names = served.searched(), served.class_names
+    section = served.card.reference
+    top = result.scores.argmax(axis=1).tolist()
+    results = []
+    for i, label in enumerate(top):
+        positions = result.positions[i, :k]
+        similarities = np.clip(result.similarities[i, :k], -1.0, 1.0).tolist()
+        neighbours = [
+            {
+                "index": index,
+                "label": names[neighbour_label],
+                "similarity": similarity,
+                "distance": 1.0 - similarity,
+                "image": reference_url(served, index),
+            }
+            for index, neighbour_label, similarity in zip(
+                reference.indices[positions].tolist(), reference.labels[positions].tolist(), similarities, strict=True
+            )
+        ]
+        voted = int(result.votes[i])
+        results.append(
+            {
+                "label": names[label],
+                "probability": float(result.probabilities[i, label]),
+                "ood_score": float(result.ood_scores[i]),
+                "in_distribution": bool(result.in_distribution[i]),
+                "vote": {
+                    "label": names[voted],
+                    "share": float(result.vote_shares[i]),
+                    "k": section.vote_k if section else 1,
+                    "agrees": voted == label,
+                },
+                "neighbours": neighbours,
+            }
+        )
+    return {
+        "model": served.name,
+        "model_version": served.version,
+        "metric": served.card.served_embedding.metric,
+        "reference": {"split": section.split if section else "", "size": len(reference)},
+        "results": results,
     }

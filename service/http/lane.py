@@ -1,4 +1,5 @@
-"""The fast lane: POST /classify, /reconstruct and /embed go straight to their route functions.
+"""The fast lane: POST /classify, /reconstruct, /embed, /similar and /v1/embeddings go straight to their route
+functions.
 
 Those routes take only the request (they validate their query themselves: service.http.deps.inference_query), so
 FastAPI's exception middleware, exit stack, router, route wrapper and dependency solving add nothing to them but
@@ -22,12 +23,13 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class FastLane:
-    def __init__(self, app: ASGIApp, router: APIRouter) -> None:
+    def __init__(self, app: ASGIApp, routers: list[APIRouter]) -> None:
         self.app = app
-        # The router's POST routes that take nothing but the request: the path, its route (for the metrics' route
+        # The routers' POST routes that take nothing but the request: the path, its route (for the metrics' route
         # label) and its function.
         self.routes: dict[str, tuple[APIRoute, Endpoint]] = {
             route.path: (route, route.endpoint)
+            for router in routers
             for route in router.routes
             if isinstance(route, APIRoute) and route.methods == {"POST"} and takes_only_the_request(route)
         }

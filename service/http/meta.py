@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.core.repository import LoadedModels
+from service.core.repository import LoadedModels, ServedModel
 from service.http.deps import PlaneDep
 from service.http.schemas import HealthResponse, LiveResponse, ModelInfo, ModelsResponse, VersionInfo
 
@@ -28,6 +28,16 @@ def version_infos(loaded: LoadedModels, name: str) -> list[VersionInfo]:
             )
         )
     return infos
+
+
+def reference_summary(served: ServedModel) -> dict[str, object] | None:
+    section = served.card.reference
+    if served.reference is None or section is None:
+        return None
+    summary: dict[str, object] = asdict(section)
+    for key in ("file", "sha256"):
+        summary.pop(key)
+    return summary
 
 
 @router.get("/models", response_model=ModelsResponse)
@@ -66,6 +76,8 @@ async def list_models(plane: PlaneDep) -> ModelsResponse:
                 device=served.runner.device,
                 runtime=served.runner.runtime,
                 weights_sha256=card.weights_sha256,
+                embedding=asdict(card.served_embedding),
+                reference=reference_summary(served),
             )
         )
     return ModelsResponse(default_model=plane.settings.default_model, models=infos)

@@ -8,6 +8,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.core.keys import key_matches, presented_key
 from service.core.telemetry import REQUEST_ID_HEADER, ServiceMetrics, log_access, request_id_from
 from service.core.timing import decode_seconds, forward_timing, server_timing
+from service.http.errors import error_payload
 
 OPEN_PATHS = frozenset({"/", "/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready"})
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
@@ -84,7 +85,7 @@ class ApiKeyMiddleware:
         else:
             await self.app(scope, receive, send)
             return
-        body = json.dumps({"detail": detail}).encode()
+        body = json.dumps(error_payload(scope["path"], 401, detail)).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -8,7 +8,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__
 from service.core.dataplane import DataPlane
-from service.http import admin, demo, meta, native, oip, repository
+from service.http import admin, demo, meta, native, neighbours, oip, openai_api, repository
 from service.http.admission import FrontDoor
 from service.http.deps import attach
 from service.http.docs import add_docs
@@ -31,7 +31,8 @@ def rest_app(plane: DataPlane, lifespan: Lifespan) -> FastAPI:
         redoc_url=None,
     )
     attach(app, plane)
-    app.add_middleware(FastLane, router=native.router)  # the innermost of these: inside the keys, ids and metrics
+    # The innermost of these: inside the keys, ids and metrics.
+    app.add_middleware(FastLane, routers=[native.router, neighbours.router, openai_api.router])
     app.add_middleware(
         ApiKeyMiddleware,
         keys=settings.api_keys,
@@ -57,7 +58,7 @@ def rest_app(plane: DataPlane, lifespan: Lifespan) -> FastAPI:
             ],
         )
     add_error_handlers(app)
-    for routes in (native, meta, admin, oip, repository, demo):
+    for routes in (native, neighbours, openai_api, meta, admin, oip, repository, demo):
         app.include_router(routes.router)
     add_docs(app)
     return app

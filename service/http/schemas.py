@@ -74,6 +74,100 @@ class EmbedResponse(BaseModel):
     in_distribution: list[bool] = Field(description="each image's: " + IN_DISTRIBUTION)
 
 
+class Neighbour(BaseModel):
+    index: int = Field(description="the image's index in its data set's split (the reference set's `split`)")
+    label: str
+    similarity: float = Field(description="cosine similarity of the two embeddings")
+    distance: float = Field(description="1 - similarity")
+    image: str = Field(description="where to see it: GET this path for a PNG")
+
+
+class Vote(BaseModel):
+    label: str = Field(description="the most frequent label of the k nearest (a tie: the nearest tied one's)")
+    share: float = Field(description="the share of the k that voted for it")
+    k: int = Field(description="the neighbours that vote: chosen on the validation split, in the card")
+    agrees: bool = Field(description="whether it is the classifier's label")
+
+
+class SimilarImage(BaseModel):
+    label: str = Field(description="the classifier's label")
+    probability: float = Field(description="its calibrated probability")
+    ood_score: float = Field(description=OOD_SCORE)
+    in_distribution: bool = Field(description=IN_DISTRIBUTION)
+    vote: Vote = Field(description="the k-NN vote: a second opinion beside the classifier's")
+    neighbours: list[Neighbour] = Field(description="the nearest reference images, nearest first")
+
+
+class ReferenceInfo(BaseModel):
+    split: str = Field(description="train: the model's training images, its validation split held out")
+    size: int
+
+
+class SimilarResponse(BaseModel):
+    model: str
+    model_version: int = Field(description="the version of the model that answered")
+    metric: str = Field(description="cosine: similarity is the embeddings' cosine, distance 1 minus it")
+    reference: ReferenceInfo
+    results: list[SimilarImage] = Field(description="one per image, in input order")
+
+
+class EmbeddingsRequest(BaseModel):
+    """OpenAI's embeddings request, with images for input (service/http/openai_api.py)."""
+
+    model: str = Field(description="a model's name, or name:version", examples=["mnist"])
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        description="an image or a list: data URLs (data:image/png;base64,...) or bare base64 of image files, or "
+        "arrays of 784 pixels 0-255 (28x28, row-major)"
+    )
+    encoding_format: Literal["float", "base64"] = Field("float", description="base64: little-endian float32 bytes")
+    dimensions: int | None = Field(None, description="the model's embedding width, or left out")
+    user: str | None = None
+    resize: bool = Field(False, description="beyond OpenAI's fields: prepare pictures of any size, as /classify does")
+
+
+class EmbeddingObject(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str = Field(description="unit length; a base64 string for encoding_format base64")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = Field(description="784 a image: its pixels, the model's input units")
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"]
+    data: list[EmbeddingObject]
+    model: str = Field(description="name:version of the version that answered")
+    usage: Usage
+
+
+class ModelObject(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int = Field(description="when the version was trained, in Unix seconds")
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelObject]
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorResponse(BaseModel):
+    """OpenAI's error form, answered under /v1."""
+
+    error: OpenAIError
+
+
 class VersionInfo(BaseModel):
     version: int
     state: Literal["READY", "UNAVAILABLE"]
@@ -102,6 +196,12 @@ class ModelInfo(BaseModel):
     device: str | None = None
     runtime: str | None = Field(None, description="what runs the model's pass: torch or onnxruntime")
     weights_sha256: str | None = None
+    embedding: dict[str, Any] | None = Field(
+        None, description="what /v1/embeddings, /similar and `sae-train embed` give: layer, dim, normalisation, metric"
+    )
+    reference: dict[str, Any] | None = Field(
+        None, description="the set /similar searches: split, size, the vote's k and accuracies; null where none"
+    )
 
 
 class ModelsResponse(BaseModel):

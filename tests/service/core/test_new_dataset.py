@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from fastapi.testclient import TestClient
 
-from models import Framing, save_checkpoint
+from models import Framing
 from service.app import create_app
 from tests.service.apps import make_settings
 from training.data import Dataset
@@ -31,7 +31,7 @@ def test_a_checkpoint_of_a_third_data_set_is_served_with_its_own_classes_and_fra
     (train_images, train_labels), (test_images, test_labels) = shapes(512, rng), shapes(64, rng)
     data = Dataset("shapes", CLASSES, FRAMING, train_images, train_labels, test_images, test_labels, md5={})
     result = train(data, "greedy", recipe_for("default", "mnist"), 0, torch.device("cpu"), 3, 1)
-    save_checkpoint(result.model, result.card, tmp_path / "artifacts" / "shapes", result.ood_tensors)
+    result.save(tmp_path / "artifacts" / "shapes")
 
     app = create_app(make_settings(tmp_path / "artifacts", default_model="shapes"))
     with TestClient(app) as client:
