@@ -64,10 +64,15 @@ def nearest(
     vectors: NDArray[np.float32], queries: NDArray[np.float32], k: int
 ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     """The k rows of `vectors` most similar to each unit query, exactly: their positions and cosine similarities,
-    (B, k) each, most similar first (equal similarities by position)."""
+    (B, k) each, most similar first, and of equal similarities the earlier position first (and kept, where they
+    tie for the k-th place)."""
     k = min(k, len(vectors))
     scores = queries @ vectors.T  # (B, N): one matrix product over the whole set
     top = np.argpartition(scores, len(vectors) - k, axis=1)[:, -k:]  # (B, k), unordered
+    kth = np.take_along_axis(scores, top, axis=1).min(axis=1, keepdims=True)  # (B, 1)
+    for row in np.flatnonzero((scores >= kth).sum(axis=1) > k):  # a tie for the k-th place: the earliest win it
+        above = np.flatnonzero(scores[row] > kth[row])
+        top[row] = np.concatenate([above, np.flatnonzero(scores[row] == kth[row])[: k - len(above)]])
     similarities = np.take_along_axis(scores, top, axis=1)
     order = np.lexsort((top, -similarities), axis=1)
     return np.take_along_axis(top, order, axis=1).astype(np.int64), np.take_along_axis(similarities, order, axis=1)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
+from urllib.parse import quote, unquote
 
 import httpx
 import numpy as np
@@ -34,6 +35,15 @@ class Embeddings:
 
     embeddings: NDArray[np.float32]  # (N, dim), or (dim,) for one image
     layer: int
+    model_version: int
+
+
+@dataclass(frozen=True)
+class ReferenceImage:
+    """One image of a model's reference set, as /similar's neighbours name it."""
+
+    pixels: NDArray[np.uint8]  # (28, 28)
+    label: str
     model_version: int
 
 
@@ -105,7 +115,7 @@ def _params(model: str | None, resize: bool, **extra: Any) -> dict[str, Any]:
 def _prepare(
     operation: str, images: Images, model: str | None, resize: bool, accept: str | None = None, **params: Any
 ) -> tuple[str, dict[str, Any], bool]:
-    """Path, httpx arguments, and whether one image was given, for one of the three operations."""
+    """Path, httpx arguments, and whether one image was given, for one of the operations on images."""
     batch, single = _as_list(images)
     return f"/{operation}", {"params": _params(model, resize, **params), **_request_body(batch, accept)}, single
 
@@ -124,6 +134,23 @@ def _reconstructions(response: httpx.Response, single: bool) -> Reconstructions:
     if single:
         return Reconstructions(pixels[0], float(errors[0]), answer["model_version"])
     return Reconstructions(pixels, errors, answer["model_version"])
+
+
+def _similar(response: httpx.Response, single: bool) -> Any:
+    answer = response.json()
+    results = [{**r, "model_version": answer["model_version"], "metric": answer["metric"]} for r in answer["results"]]
+    return results[0] if single else results
+
+
+def _reference_path(index: int, model: str | None, version: int | None) -> tuple[str, dict[str, Any]]:
+    if model is None:
+        raise ValueError("reference_image needs the model: pass model= or give the client a default model")
+    return f"/reference/{quote(model, safe='')}/{int(index)}.png", _params(None, False, version=version)
+
+
+def _reference_image(response: httpx.Response) -> ReferenceImage:
+    pixels = np.asarray(Image.open(io.BytesIO(response.content)).convert("L"), dtype=np.uint8)
+    return ReferenceImage(pixels, unquote(response.headers["x-label"]), int(response.headers["x-model-version"]))
 
 
 def _embeddings(response: httpx.Response, single: bool, layer: int) -> Embeddings:
@@ -203,6 +230,19 @@ class Client(_Base[httpx.Client]):
         )
         return _embeddings(_checked(self._http.post(path, **kwargs)), single, layer)
 
+    def similar(
+        self, images: Images, model: str | None = None, k: int = 10, resize: bool = False, version: int | None = None
+    ) -> Any:
+        """A dict per image (one dict for one image): the classifier's `label`, the `neighbours` (the k nearest
+        reference images: index, label, similarity, distance, image path) and their `vote`, with `model_version`."""
+        path, kwargs, single = _prepare("similar", images, model or self.model, resize, k=k, version=version)
+        return _similar(_checked(self._http.post(path, **kwargs)), single)
+
+    def reference_image(self, index: int, model: str | None = None, version: int | None = None) -> ReferenceImage:
+        """The reference image a neighbour's `index` names: its pixels and label."""
+        path, params = _reference_path(index, model or self.model, version)
+        return _reference_image(_checked(self._http.get(path, params=params)))
+
     def models(self) -> list[dict[str, Any]]:
         return list(_checked(self._http.get("/models")).json()["models"])
 
@@ -255,6 +295,16 @@ class AsyncClient(_Base[httpx.AsyncClient]):
             "embed", images, model or self.model, resize, "application/x-npy", layer=layer, version=version
         )
         return _embeddings(_checked(await self._http.post(path, **kwargs)), single, layer)
+
+    async def similar(
+        self, images: Images, model: str | None = None, k: int = 10, resize: bool = False, version: int | None = None
+    ) -> Any:
+        path, kwargs, single = _prepare("similar", images, model or self.model, resize, k=k, version=version)
+        return _similar(_checked(await self._http.post(path, **kwargs)), single)
+
+    async def reference_image(self, index: int, model: str | None = None, version: int | None = None) -> ReferenceImage:
+        path, params = _reference_path(index, model or self.model, version)
+        return _reference_image(_checked(await self._http.get(path, params=params)))
 
     async def models(self) -> list[dict[str, Any]]:
         return list(_checked(await self._http.get("/models")).json()["models"])

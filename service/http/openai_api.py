@@ -25,7 +25,7 @@ from fastapi import APIRouter, Request, Response
 
 from models import IMAGE_SIDE, Framing
 from service.core.dataplane import Body, DataPlane
-from service.core.errors import InvalidInput, NotFound, UndecodableInput, quoted
+from service.core.errors import InputError, InvalidInput, NotFound, UndecodableInput, quoted
 from service.core.forward import EMBED_SERVED, Embeddings
 from service.core.pixels import Batch, Limits, check_count, decode_uploads, json_depth, to_pixels
 from service.core.repository import ServedModel
@@ -62,8 +62,8 @@ DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?(;[\w.+-]+=[\w.+-]+)*;base64,",
 MAX_JSON_DEPTH = 4  # {"input": [[pixels]]}
 
 
-class InvalidField(InvalidInput):
-    """A mistake in one field of the request, which OpenAI's error form names as its `param`."""
+class InvalidField(InputError):
+    """A mistake in one field of the request, which OpenAI's error form names as its `param`: a 400, as OpenAI's."""
 
     def __init__(self, detail: str, param: str) -> None:
         super().__init__(detail)
@@ -91,13 +91,15 @@ class Parsed:
 def parse_request(body: bytes) -> Parsed:
     """The request's fields, each checked, with errors naming the field."""
     if json_depth(body) > MAX_JSON_DEPTH:
-        raise InvalidInput(f"JSON nested deeper than {MAX_JSON_DEPTH} levels; 'input' is a list of strings or arrays")
+        raise InvalidField(
+            f"JSON nested deeper than {MAX_JSON_DEPTH} levels; 'input' is a list of strings or arrays", "input"
+        )
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise UndecodableInput(f"body is not valid JSON: {e}") from e
     if not isinstance(payload, dict):
-        raise InvalidInput('body must be a JSON object: {"model": "mnist", "input": ["data:image/png;base64,..."]}')
+        raise UndecodableInput('body must be a JSON object: {"model": "mnist", "input": ["data:image/png;base64,..."]}')
     unknown = sorted(set(payload) - FIELDS)
     if unknown:
         raise InvalidField(f"unrecognised request argument {quoted(unknown[0])}", unknown[0])

@@ -91,3 +91,27 @@ def test_connection_failures_are_retried_then_raised() -> None:
     port = free_port()  # nothing listens there
     with Client(f"http://127.0.0.1:{port}", retries=2, timeout=2) as client, pytest.raises(httpx.ConnectError):
         client.classify(digit_like(1))
+
+
+def test_similar_and_the_reference_image_it_links_to(server: str) -> None:
+    images = np.stack([digit_like(i) for i in range(2)])
+    with Client(server, api_key="secret", model="mnist") as client:
+        one = client.similar(images[0], k=4)
+        batch = client.similar(images, k=4)
+        assert [n["index"] for n in one["neighbours"]] == [n["index"] for n in batch[0]["neighbours"]]
+        assert len(batch) == 2 and one["model_version"] == 1 and one["metric"] == "cosine"
+        assert set(one["vote"]) == {"label", "share", "k", "agrees"}
+        nearest = one["neighbours"][0]
+        shown = client.reference_image(nearest["index"], version=1)
+        assert shown.pixels.shape == (28, 28) and shown.label == nearest["label"] and shown.model_version == 1
+        with pytest.raises(SAEError) as refused:
+            client.reference_image(1)  # an odd index: held out of the tiny reference set
+        assert refused.value.status_code == 404 and "is not in model 'mnist'" in refused.value.detail
+
+    async def run() -> None:
+        async with AsyncClient(server, api_key="secret", model="fashion-mnist") as client:
+            answer = await client.similar(images[1], k=2)
+            shown = await client.reference_image(answer["neighbours"][1]["index"])
+            assert shown.label == answer["neighbours"][1]["label"]
+
+    asyncio.run(run())
