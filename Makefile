@@ -87,6 +87,7 @@ bench: models
 	$(BIN)/python -m bench.serving.serve_bench
 	$(BIN)/python -m bench.serving.runtime_bench
 	$(BIN)/python -m bench.serving.profile_request
+	$(BIN)/python -m bench.serving.similar_bench
 	$(BIN)/python -m bench.serving.workers_bench
 	$(BIN)/python -m bench.serving.fork_memory
 	$(BIN)/python -m bench.serving.grpc_bench

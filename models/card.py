@@ -22,6 +22,8 @@ TINY = 1e-12  # the score's floor under a distance or error before its log (torc
 REFERENCE_FILE = "reference.safetensors"
 NORMALISATION = "l2"  # the served embedding is scaled to unit length (models/reference.py)
 METRIC = "cosine"  # and compared by cosine similarity; a neighbour's distance is one minus it
+MAX_NEIGHBOURS = 100  # the most neighbours a query may ask for, and a vote take
+REFERENCE_SPLITS = ("train",)  # the split a reference set is drawn from
 
 
 @dataclass(frozen=True)
@@ -315,7 +317,7 @@ def _embedding(reader: "_Reader", config: SAEConfig) -> Embedding:
 
 
 def _reference(reader: "_Reader") -> Reference:
-    return Reference(
+    section = Reference(
         file=_file_name(reader, "file"),
         sha256=reader.text("sha256"),
         split=reader.text("split"),
@@ -324,6 +326,13 @@ def _reference(reader: "_Reader") -> Reference:
         vote_validation_accuracy=reader.number("vote_validation_accuracy"),
         vote_test_accuracy=reader.number("vote_test_accuracy"),
     )
+    if section.split not in REFERENCE_SPLITS:
+        raise CheckpointError(f"{reader.where}: 'split' {section.split[:50]!r} is not one of {REFERENCE_SPLITS}")
+    if section.vote_k > MAX_NEIGHBOURS:
+        raise CheckpointError(f"{reader.where}: 'vote_k' {section.vote_k} is over {MAX_NEIGHBOURS}")
+    if max(section.vote_validation_accuracy, section.vote_test_accuracy) > 1:
+        raise CheckpointError(f"{reader.where}: the vote's accuracies must lie between 0 and 1")
+    return section
 
 
 class _Reader:

@@ -43,7 +43,8 @@ class ReferenceImage:
     """One image of a model's reference set, as /similar's neighbours name it."""
 
     pixels: NDArray[np.uint8]  # (28, 28)
-    label: str
+    label: int
+    class_name: str
     model_version: int
 
 
@@ -150,7 +151,10 @@ def _reference_path(index: int, model: str | None, version: int | None) -> tuple
 
 def _reference_image(response: httpx.Response) -> ReferenceImage:
     pixels = np.asarray(Image.open(io.BytesIO(response.content)).convert("L"), dtype=np.uint8)
-    return ReferenceImage(pixels, unquote(response.headers["x-label"]), int(response.headers["x-model-version"]))
+    headers = response.headers
+    return ReferenceImage(
+        pixels, int(headers["x-label"]), unquote(headers["x-class-name"]), int(headers["x-model-version"])
+    )
 
 
 def _embeddings(response: httpx.Response, single: bool, layer: int) -> Embeddings:
@@ -233,13 +237,14 @@ class Client(_Base[httpx.Client]):
     def similar(
         self, images: Images, model: str | None = None, k: int = 10, resize: bool = False, version: int | None = None
     ) -> Any:
-        """A dict per image (one dict for one image): the classifier's `label`, the `neighbours` (the k nearest
-        reference images: index, label, similarity, distance, image path) and their `vote`, with `model_version`."""
+        """A dict per image (one dict for one image): the classifier's `label` and `class_name`, the `neighbours`
+        (the k nearest reference images: index, label, class_name, similarity, distance, image path) and their
+        `vote`, with `model_version` and the `metric` the similarities are of."""
         path, kwargs, single = _prepare("similar", images, model or self.model, resize, k=k, version=version)
         return _similar(_checked(self._http.post(path, **kwargs)), single)
 
     def reference_image(self, index: int, model: str | None = None, version: int | None = None) -> ReferenceImage:
-        """The reference image a neighbour's `index` names: its pixels and label."""
+        """The reference image a neighbour's `index` names: its pixels, label and class name."""
         path, params = _reference_path(index, model or self.model, version)
         return _reference_image(_checked(self._http.get(path, params=params)))
 

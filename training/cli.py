@@ -147,12 +147,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _model_version(path: Path) -> tuple[str, int, Path]:
-    """(model name, version, checkpoint folder) of a model's folder (its newest version) or of one version's."""
+    """(model name, version, checkpoint folder) of one version's folder, or of a model's folder (its newest)."""
+    if path.name.isdigit() and checkpoint_versions(path.parent).get(int(path.name)) == path:
+        return path.parent.name, int(path.name), path
     versions = checkpoint_versions(path)
     if versions:
         return path.name, max(versions), versions[max(versions)]
-    if path.name.isdigit() and checkpoint_versions(path.parent).get(int(path.name)) == path:
-        return path.parent.name, int(path.name), path
     raise CheckpointError(f"{path} holds no checkpoint: name a model's folder or one of its version folders")
 
 

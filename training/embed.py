@@ -17,7 +17,6 @@ import torch
 from numpy.typing import NDArray
 
 from models import CheckpointError, load_checkpoint, to_model_input
-from models.layout import verified
 from models.reference import map_reference
 from training.data import load_dataset
 from training.reference import served_embeddings
@@ -36,9 +35,13 @@ def split_embeddings(
     if split == "reference":
         if card.reference is None:
             raise CheckpointError(f"{checkpoint_dir} has no reference set; `sae-train export` adds it")
-        path = verified(checkpoint_dir, card.reference.file, card.reference.sha256, "reference set")
-        arrays = map_reference(path, embedding.dim, len(card.class_names))
-        indices, labels, vectors = np.array(arrays.indices), np.array(arrays.labels), np.array(arrays.vectors)
+        path = checkpoint_dir / card.reference.file
+        arrays = map_reference(path, embedding.dim, len(card.class_names), card.reference.sha256)
+        indices, labels, vectors = (
+            np.array(arrays.indices),
+            np.array(arrays.labels),
+            np.ascontiguousarray(arrays.vectors),
+        )
     else:
         data = load_dataset(card.dataset, data_dir)
         images, all_labels = (

@@ -47,7 +47,7 @@ def build_reference(
     and measure the vote."""
     model.eval()
     x, images, labels, indices = train
-    arrays = ReferenceArrays(
+    arrays = ReferenceArrays.of(
         served_embeddings(model, x, embedding),
         images.reshape(len(images), -1).cpu().numpy().astype(np.uint8),
         labels.cpu().numpy().astype(np.int64),

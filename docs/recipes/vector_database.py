@@ -18,16 +18,19 @@ import openai
 import pyarrow.parquet as pq
 
 
-def load(parquet: Path, database: Path) -> Any:
-    """The export as a LanceDB table, named after its model and version, in the database folder."""
+def load(parquet: Path, database: Path) -> tuple[Any, str]:
+    """The export as a LanceDB table in the database folder, and the model version that wrote it (`name:version`,
+    the only one whose embeddings it may be queried with)."""
     rows = pq.read_table(parquet)
     manifest = json.loads(rows.schema.metadata[b"sae_serve"])
     name = f"{manifest['model']}-{manifest['version']}-{manifest['split']}"
-    return lancedb.connect(database).create_table(name, rows, mode="overwrite")
+    table = lancedb.connect(database).create_table(name, rows, mode="overwrite")
+    return table, f"{manifest['model']}:{manifest['version']}"
 
 
 def embedding(client: openai.OpenAI, model: str, png: bytes) -> list[float]:
-    """The service's embedding of one image file: the same vector the export holds for its own images."""
+    """The service's embedding of one image file by `model` (name:version): the same vector the export holds for
+    its own images."""
     url = "data:image/png;base64," + base64.b64encode(png).decode()
     return client.embeddings.create(model=model, input=url).data[0].embedding
 
@@ -47,8 +50,7 @@ def main() -> None:
     parser.add_argument("--database", type=Path, default=Path("vectors.lancedb"), help="LanceDB's folder")
     parser.add_argument("-k", type=int, default=5, help="how many neighbours (default: 5)")
     args = parser.parse_args()
-    table = load(args.parquet, args.database)
-    model = table.name.rsplit("-", 2)[0]
+    table, model = load(args.parquet, args.database)
     client = openai.OpenAI(base_url=f"{args.url}/v1", api_key="unused unless the service sets SAE_API_KEYS")
     for row in nearest(table, embedding(client, model, args.image.read_bytes()), args.k):
         print(f"index {row['index']:>6}  {row['class_name']:<12} distance {row['distance']:.4f}")

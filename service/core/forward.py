@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from models.card import MAX_NEIGHBOURS
 from models.config import IMAGE_SIDE
-from models.reference import MAX_K, nearest, normalised, vote
+from models.reference import nearest, normalised, vote
 from service.core.passes import Flags, Floats, Pass
 from service.core.pixels import Batch
 from service.core.repository import ServedModel
@@ -84,20 +85,21 @@ class Similar:
     scores: Floats  # (N, classes) the log-probabilities that rank the classes (see Classification)
     ood_scores: Floats  # (N,)
     in_distribution: Flags  # (N,)
-    positions: NDArray[np.int64]  # (N, MAX_K) the nearest reference images' positions in the set, nearest first
-    similarities: Floats  # (N, MAX_K) their cosine similarities
+    positions: NDArray[
+        np.int64
+    ]  # (N, MAX_NEIGHBOURS) the nearest reference images' positions in the set, nearest first
+    similarities: Floats  # (N, MAX_NEIGHBOURS) their cosine similarities
     votes: NDArray[np.int64]  # (N,) the k-NN vote of the card's vote_k nearest
-    vote_shares: Floats  # (N,) the share of them that voted for it
+    vote_shares: NDArray[np.float64]  # (N,) the share of them that voted for it
 
 
 def similar(served: ServedModel, pixels: NDArray[np.uint8]) -> Similar:
-    """The classifier's outputs, the MAX_K nearest reference images of each image (one search for the batch,
+    """The classifier's outputs, the MAX_NEIGHBOURS nearest reference images of each image (one search for the batch,
     whatever k each request asked for) and their vote."""
-    reference = served.searched()
+    reference, section = served.searched()
     p = _pass(served, pixels)
-    positions, similarities = nearest(reference.vectors, served_embedding(served, p), MAX_K)
-    vote_k = served.card.reference.vote_k if served.card.reference else 1
-    votes, shares = vote(reference.labels[positions[:, :vote_k]], len(served.class_names))
+    positions, similarities = nearest(reference.columns, served_embedding(served, p), MAX_NEIGHBOURS)
+    votes, shares = vote(reference.labels[positions[:, : section.vote_k]], len(served.class_names))
     return Similar(
         p.probabilities, p.log_probabilities, p.ood_scores, p.in_distribution, positions, similarities, votes, shares
     )

@@ -24,7 +24,8 @@ from typing import Literal, Protocol
 import numpy as np
 
 from models import CheckpointError, ModelCard
-from models.layout import checkpoint_versions, read_card, verified
+from models.card import Reference
+from models.layout import checkpoint_versions, read_card
 from models.reference import ReferenceArrays, map_reference
 from service.core.errors import LoadFailed, NotFound, quoted
 from service.core.passes import Runner
@@ -44,12 +45,12 @@ class ServedModel:
     reference: ReferenceArrays | None = None  # the set /similar searches, mapped from disk
     no_reference: str = ""  # why there is none, where there is none
 
-    def searched(self) -> ReferenceArrays:
-        """The version's reference set; NotFound saying why where it has none."""
-        if self.reference is None:
+    def searched(self) -> tuple[ReferenceArrays, Reference]:
+        """The version's reference set and its card's section; NotFound saying why where it has none."""
+        if self.reference is None or self.card.reference is None:
             why = self.no_reference
             raise NotFound(f"model {self.name!r} version {self.version} has no reference set to search: {why}")
-        return self.reference
+        return self.reference, self.card.reference
 
     @property
     def ood_summary(self) -> dict[str, object]:
@@ -154,8 +155,8 @@ def load_reference(directory: Path, card: ModelCard) -> tuple[ReferenceArrays | 
     if not (directory / section.file).is_file():
         log.warning("%s: %s not found: this version serves no /similar", directory, section.file)
         return None, f"{section.file} was not copied with its checkpoint"
-    path = verified(directory, section.file, section.sha256, "reference set")
-    arrays = map_reference(path, card.served_embedding.dim, len(card.class_names))
+    path = directory / section.file
+    arrays = map_reference(path, card.served_embedding.dim, len(card.class_names), section.sha256)
     if len(arrays) != section.size:
         raise CheckpointError(f"{path}: {len(arrays)} images where the card says {section.size}")
     return arrays, ""

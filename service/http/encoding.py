@@ -140,9 +140,9 @@ def reference_url(served: ServedModel, index: int) -> str:
 
 
 def similar_json(served: ServedModel, result: Similar, k: int) -> dict[str, object]:
-    """Each image's label and the nearest k reference images, with their vote as a second opinion."""
-    reference, names = served.searched(), served.class_names
-    section = served.card.reference
+    """Each image's label and the nearest k reference images, with their vote as a second opinion; labels as
+    /classify gives them, a class's index and its `class_name`."""
+    (reference, section), names = served.searched(), served.class_names
     top = result.scores.argmax(axis=1).tolist()
     results = []
     for i, label in enumerate(top):
@@ -151,7 +151,8 @@ def similar_json(served: ServedModel, result: Similar, k: int) -> dict[str, obje
         neighbours = [
             {
                 "index": index,
-                "label": names[neighbour_label],
+                "label": neighbour_label,
+                "class_name": names[neighbour_label],
                 "similarity": similarity,
                 "distance": 1.0 - similarity,
                 "image": reference_url(served, index),
@@ -163,14 +164,16 @@ def similar_json(served: ServedModel, result: Similar, k: int) -> dict[str, obje
         voted = int(result.votes[i])
         results.append(
             {
-                "label": names[label],
+                "label": label,
+                "class_name": names[label],
                 "probability": float(result.probabilities[i, label]),
                 "ood_score": float(result.ood_scores[i]),
                 "in_distribution": bool(result.in_distribution[i]),
                 "vote": {
-                    "label": names[voted],
+                    "label": voted,
+                    "class_name": names[voted],
                     "share": float(result.vote_shares[i]),
-                    "k": section.vote_k if section else 1,
+                    "k": section.vote_k,
                     "agrees": voted == label,
                 },
                 "neighbours": neighbours,
@@ -180,6 +183,6 @@ def similar_json(served: ServedModel, result: Similar, k: int) -> dict[str, obje
         "model": served.name,
         "model_version": served.version,
         "metric": served.card.served_embedding.metric,
-        "reference": {"split": section.split if section else "", "size": len(reference)},
+        "reference": {"split": section.split, "size": len(reference)},
         "results": results,
     }

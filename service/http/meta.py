@@ -32,7 +32,7 @@ def version_infos(loaded: LoadedModels, name: str) -> list[VersionInfo]:
 
 def reference_summary(served: ServedModel) -> dict[str, object] | None:
     section = served.card.reference
-    if served.reference is None or section is None:
+    if served.reference is None or section is None:  # none, or its file not copied
         return None
     summary: dict[str, object] = asdict(section)
     for key in ("file", "sha256"):

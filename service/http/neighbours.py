@@ -7,7 +7,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import Field
 
-from models.reference import MAX_K
+from models.card import MAX_NEIGHBOURS
 from service.core.errors import NotFound
 from service.core.forward import SIMILAR, Similar
 from service.http.deps import InferenceQuery, PlaneDep, inference_query, served_model
@@ -16,12 +16,13 @@ from service.http.native import ERRORS, image_body, infer, version_header
 from service.http.schemas import ErrorResponse, SimilarResponse, error_responses
 
 router = APIRouter(tags=["neighbours"])
-# Beyond any split's size; and numpy's search takes no integer past int64.
-LARGEST_INDEX = 2**31 - 1
+# An index as /similar writes it: a whole number from 0, no sign, no leading zero, under ten digits (beyond any
+# split's size), so that one image has one URL.
+INDEX = r"^(0|[1-9][0-9]{0,8})$"
 
 
 class SimilarQuery(InferenceQuery):
-    k: int = Field(10, ge=1, le=MAX_K, description="how many of the nearest reference images to list")
+    k: int = Field(10, ge=1, le=MAX_NEIGHBOURS, description="how many of the nearest reference images to list")
 
 
 @router.post(
@@ -45,7 +46,10 @@ async def similar(request: Request) -> Response:
     "/reference/{model}/{index}.png",
     response_class=Response,
     responses={
-        200: {"content": {"image/png": {}}, "description": "the 28x28 reference image; X-Label names its label"},
+        200: {
+            "content": {"image/png": {}},
+            "description": "the 28x28 reference image; X-Label gives its label, X-Class-Name its class's name",
+        },
         **error_responses(
             ErrorResponse,
             {
@@ -60,18 +64,17 @@ async def reference_image(
     request: Request,
     plane: PlaneDep,
     model: Annotated[str, Path(description="model name")],
-    index: Annotated[int, Path(description="the image's index in its split, as /similar gives it")],
+    index: Annotated[str, Path(description="the image's index in its split, as /similar gives it", pattern=INDEX)],
     version: Annotated[str | None, Query(description="model version (default: the newest loaded)")] = None,
 ) -> Response:
     """One image of the model's reference set, as the PNG /similar's `image` links to."""
     served = served_model(request, plane, model, version)
-    reference = served.searched()
-    position = reference.position(index) if 0 <= index <= LARGEST_INDEX else None
+    reference, section = served.searched()
+    position = reference.position(int(index))
     if position is None:
-        split = served.card.reference.split if served.card.reference else "its split"
         raise NotFound(
             f"index {index} is not in model {served.name!r} version {served.version}'s reference set: it holds "
-            f"{len(reference):,} images of the {split} split (those held out for validation are not among them)"
+            f"{len(reference):,} images of the {section.split} split (those held out for validation are not among them)"
         )
     pixels = reference.images[position].reshape(1, 28, 28)
     pinned = version is not None  # a URL that names its version always shows the same image
@@ -79,7 +82,8 @@ async def reference_image(
         png_strip(pixels),
         media_type="image/png",
         headers={
-            "X-Label": quote(served.class_names[int(reference.labels[position])], safe=" /"),  # headers are latin-1
+            "X-Label": str(int(reference.labels[position])),
+            "X-Class-Name": quote(served.class_names[int(reference.labels[position])], safe=" /"),  # headers: latin-1
             "Cache-Control": "public, max-age=31536000, immutable" if pinned else "no-cache",
             **version_header(served),
         },

@@ -15,7 +15,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -25,9 +25,17 @@ from fastapi import APIRouter, Request, Response
 
 from models import IMAGE_SIDE, Framing
 from service.core.dataplane import Body, DataPlane
-from service.core.errors import InputError, InvalidInput, NotFound, UndecodableInput, quoted
+from service.core.errors import (
+    InputError,
+    InvalidInput,
+    NotFound,
+    UndecodableInput,
+    UnsupportedMediaType,
+    cut,
+    quoted,
+)
 from service.core.forward import EMBED_SERVED, Embeddings
-from service.core.pixels import Batch, Limits, check_count, decode_uploads, json_depth, to_pixels
+from service.core.pixels import Batch, Limits, check_count, decode_uploads, json_depth
 from service.core.repository import ServedModel
 from service.http.bodies import media_type, read_body
 from service.http.deps import plane_of
@@ -58,16 +66,16 @@ ERRORS = error_responses(
 PIXELS = IMAGE_SIDE * IMAGE_SIDE
 FIELDS = frozenset({"model", "input", "encoding_format", "dimensions", "user", "resize"})
 ENCODINGS = ("float", "base64")
-DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?(;[\w.+-]+=[\w.+-]+)*;base64,", re.ASCII)
-MAX_JSON_DEPTH = 4  # {"input": [[pixels]]}
+DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?(;[\w.+-]+=[\w.+-]+)*;base64,", re.ASCII | re.IGNORECASE)
 
 
 class InvalidField(InputError):
-    """A mistake in one field of the request, which OpenAI's error form names as its `param`: a 400, as OpenAI's."""
+    """A mistake in one field of the request, which OpenAI's error form names as its `param` (cut short: it may be
+    the client's own text): a 400, as OpenAI's."""
 
     def __init__(self, detail: str, param: str) -> None:
         super().__init__(detail)
-        self.param = param
+        self.param = cut(param, 40)
 
 
 class UnknownModel(NotFound):
@@ -88,11 +96,11 @@ class Parsed:
     resize: bool
 
 
-def parse_request(body: bytes) -> Parsed:
+def parse_request(body: bytes, limits: Limits) -> Parsed:
     """The request's fields, each checked, with errors naming the field."""
-    if json_depth(body) > MAX_JSON_DEPTH:
+    if json_depth(body) > limits.max_json_depth:
         raise InvalidField(
-            f"JSON nested deeper than {MAX_JSON_DEPTH} levels; 'input' is a list of strings or arrays", "input"
+            f"JSON nested deeper than {limits.max_json_depth} levels; 'input' is a list of strings or arrays", "input"
         )
     try:
         payload = orjson.loads(body)
@@ -103,10 +111,7 @@ def parse_request(body: bytes) -> Parsed:
     unknown = sorted(set(payload) - FIELDS)
     if unknown:
         raise InvalidField(f"unrecognised request argument {quoted(unknown[0])}", unknown[0])
-    model = payload.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidField("'model' must be a model's name (GET /v1/models lists them)", "model")
-    name, _, version = model.partition(":")
+    name, version = model_name(payload.get("model"))
     encoding = payload.get("encoding_format", "float")
     if encoding not in ENCODINGS:
         raise InvalidField(f"'encoding_format' must be 'float' or 'base64', not {quoted(encoding)}", "encoding_format")
@@ -116,18 +121,29 @@ def parse_request(body: bytes) -> Parsed:
     dimensions = payload.get("dimensions")
     if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)):
         raise InvalidField(f"'dimensions' must be a whole number, not {quoted(dimensions)}", "dimensions")
-    return Parsed(name, version or None, inputs(payload.get("input")), encoding, dimensions, resize)
+    if not isinstance(payload.get("user", ""), str):
+        raise InvalidField(f"'user' must be a string, not {quoted(payload['user'])}", "user")
+    return Parsed(name, version, inputs(payload.get("input")), encoding, dimensions, resize)
+
+
+def model_name(model: object) -> tuple[str, str | None]:
+    """`name` or `name:version`, as (name, version or None)."""
+    if not isinstance(model, str) or not model:
+        raise InvalidField("'model' must be a model's name (GET /v1/models lists them)", "model")
+    name, colon, version = model.partition(":")
+    if colon and not version:
+        raise InvalidField(f"'model' {quoted(model)} names no version after ':'; give name or name:version", "model")
+    return name, version or None
 
 
 def inputs(value: object) -> list[str] | list[list[int]]:
     """'input' as a list of images: strings (image files in base64), or pixel arrays."""
-    if isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, int) for v in value)):
+    one_array = isinstance(value, list) and value and not any(isinstance(v, str | list) for v in value)
+    if isinstance(value, str) or one_array:
         value = [value]  # one image
     if not isinstance(value, list) or not value:
         raise InvalidField("'input' must be an image or a non-empty list of images", "input")
-    if all(isinstance(v, str) for v in value):
-        return value
-    if all(isinstance(v, list) for v in value):
+    if all(isinstance(v, str) for v in value) or all(isinstance(v, list) for v in value):
         return value
     raise InvalidField("'input' must be all strings (base64 image files) or all arrays of 784 pixels", "input")
 
@@ -135,9 +151,11 @@ def inputs(value: object) -> list[str] | list[list[int]]:
 def image_file(text: str, position: int) -> tuple[str, bytes]:
     """A data URL's or bare base64's image file: (its name in errors, its bytes)."""
     found = DATA_URL.match(text)
-    if text.startswith("data:") and found is None:
+    if text[:5].lower() == "data:" and found is None:
         wanted = "data:<type>;base64,<data>"
         raise InvalidField(f"input {position}: a data URL must be {wanted}, not {quoted(text)}", "input")
+    if found and found.group(1) and not found.group(1).lower().startswith("image/"):
+        raise InvalidField(f"input {position}: a data URL of {quoted(found.group(1))}, not of an image", "input")
     try:
         data = base64.b64decode(text[found.end() :] if found else text, validate=True)
     except (binascii.Error, ValueError) as e:
@@ -148,19 +166,22 @@ def image_file(text: str, position: int) -> tuple[str, bytes]:
 
 
 def decode_inputs(request: Parsed, limits: Limits, framing: Framing | None) -> tuple[Batch, None]:
+    """The images, with every mistake in one (its size, format or pixels) a 400 naming `input`, as OpenAI's API
+    answers a bad input."""
     check_count(len(request.inputs), limits)
-    if isinstance(request.inputs[0], str):
-        files = [image_file(text, i) for i, text in enumerate(request.inputs) if isinstance(text, str)]
-        return decode_uploads(files, limits, framing), None
-    for i, pixels in enumerate(request.inputs):
-        if not isinstance(pixels, list) or len(pixels) != PIXELS or not all(type(p) is int for p in pixels):
-            size = len(pixels) if isinstance(pixels, list) else 0
-            raise InvalidField(
-                f"input {i}: an array of {size} items; an image is {PIXELS} whole numbers 0-255 (28x28, row-major)",
-                "input",
-            )
-    array = to_pixels(np.asarray(request.inputs, dtype=np.int64), "uint8", "as pixels", "send whole numbers 0-255")
-    return array.reshape(-1, IMAGE_SIDE, IMAGE_SIDE), None
+    try:
+        if isinstance(request.inputs[0], str):
+            files = [image_file(text, i) for i, text in enumerate(request.inputs) if isinstance(text, str)]
+            return decode_uploads(files, limits, framing), None
+        for i, pixels in enumerate(request.inputs):
+            if not isinstance(pixels, list) or len(pixels) != PIXELS:
+                size = len(pixels) if isinstance(pixels, list) else 0
+                raise InvalidField(f"input {i} has {size} items; an image is {PIXELS} (28x28, row-major)", "input")
+            if not all(type(p) is int and 0 <= p <= 255 for p in pixels):
+                raise InvalidField(f"input {i}: pixels must be whole numbers 0-255", "input")
+        return np.asarray(request.inputs, dtype=np.uint8).reshape(-1, IMAGE_SIDE, IMAGE_SIDE), None
+    except (InvalidInput, UnsupportedMediaType) as e:  # the image decoders' 422 and 415
+        raise InvalidField(e.detail, "input") from e
 
 
 def model_for(plane: DataPlane, request: Request, name: str, version: str | None) -> ServedModel:
@@ -168,6 +189,8 @@ def model_for(plane: DataPlane, request: Request, name: str, version: str | None
         served = plane.model(name, version)
     except NotFound as e:
         raise UnknownModel(e.detail) from e
+    except UndecodableInput as e:  # a version that is not a number
+        raise InvalidField(e.detail, "model") from e
     request.state.model = served.name
     return served
 
@@ -206,9 +229,10 @@ async def embeddings(request: Request) -> Response:
     """Embeddings of images in the OpenAI shape (see the module's docstring for the inputs)."""
     plane = plane_of(request)
     if media_type(request) not in ("application/json", ""):
-        raise InvalidInput(f"Content-Type {quoted(media_type(request))} is not accepted; send application/json")
-    body = await read_body(request, plane.limits.max_upload_bytes, "JSON body")
-    parsed = parse_request(body)
+        raise UnsupportedMediaType(f"Content-Type {quoted(media_type(request))} is not accepted; send application/json")
+    limits = plane.limits
+    body = await read_body(request, min(limits.max_json_bytes, limits.max_upload_bytes), "JSON body")
+    parsed = parse_request(body, limits)
     served = model_for(plane, request, parsed.model, parsed.version)
     dim = served.card.served_embedding.dim
     if parsed.dimensions not in (None, dim):  # a code is not a nested (Matryoshka) embedding: no shorter one
@@ -227,11 +251,13 @@ def model_object(name: str, served: ServedModel) -> dict[str, Any]:
 
 
 def created(served: ServedModel) -> int:
-    """When the version was trained (its card's provenance), in Unix seconds; 0 where the card does not say."""
+    """When the version was trained (its card's provenance; UTC where it names no zone), in Unix seconds; 0 where
+    the card does not say."""
     try:
-        return int(datetime.fromisoformat(str(served.card.provenance.get("created"))).timestamp())
+        created = datetime.fromisoformat(str(served.card.provenance.get("created")))
     except ValueError:
         return 0
+    return int((created if created.tzinfo else created.replace(tzinfo=UTC)).timestamp())
 
 
 @router.get("/models", response_model=ModelList)
@@ -248,5 +274,5 @@ async def list_models(request: Request) -> Response:
 @router.get("/models/{model}", response_model=ModelObject, responses=ERRORS)
 async def retrieve_model(request: Request, model: str) -> Response:
     """One model, by name or `name:version`."""
-    name, _, version = model.partition(":")
-    return FastJSONResponse(model_object(model, model_for(plane_of(request), request, name, version or None)))
+    name, version = model_name(model)
+    return FastJSONResponse(model_object(model, model_for(plane_of(request), request, name, version)))

@@ -55,6 +55,8 @@ def rest_app(plane: DataPlane, lifespan: Lifespan) -> FastAPI:
                 "X-OOD-Score",
                 "X-In-Distribution",
                 "Retry-After",
+                "X-Label",
+                "X-Class-Name",
             ],
         )
     add_error_handlers(app)

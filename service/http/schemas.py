@@ -76,21 +76,24 @@ class EmbedResponse(BaseModel):
 
 class Neighbour(BaseModel):
     index: int = Field(description="the image's index in its data set's split (the reference set's `split`)")
-    label: str
+    label: int
+    class_name: str
     similarity: float = Field(description="cosine similarity of the two embeddings")
     distance: float = Field(description="1 - similarity")
     image: str = Field(description="where to see it: GET this path for a PNG")
 
 
 class Vote(BaseModel):
-    label: str = Field(description="the most frequent label of the k nearest (a tie: the nearest tied one's)")
+    label: int = Field(description="the most frequent label of the k nearest (a tie: the nearest tied one's)")
+    class_name: str
     share: float = Field(description="the share of the k that voted for it")
     k: int = Field(description="the neighbours that vote: chosen on the validation split, in the card")
     agrees: bool = Field(description="whether it is the classifier's label")
 
 
 class SimilarImage(BaseModel):
-    label: str = Field(description="the classifier's label")
+    label: int = Field(description="the classifier's label")
+    class_name: str
     probability: float = Field(description="its calibrated probability")
     ood_score: float = Field(description=OOD_SCORE)
     in_distribution: bool = Field(description=IN_DISTRIBUTION)
@@ -132,7 +135,7 @@ class EmbeddingObject(BaseModel):
 
 
 class Usage(BaseModel):
-    prompt_tokens: int = Field(description="784 a image: its pixels, the model's input units")
+    prompt_tokens: int = Field(description="784 an image: its pixels, the model's input units")
     total_tokens: int
 
 

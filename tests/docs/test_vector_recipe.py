@@ -25,14 +25,15 @@ def compare(url: str, artifacts: Path, model: str, images: list[bytes], tmp_path
     recipe = load_script(RECIPE)
     parquet = tmp_path / f"{model}.parquet"
     assert sae_train(["embed", "--checkpoint", str(artifacts / model), "--out", str(parquet), "--device", "cpu"]) == 0
-    table = recipe.load(parquet, tmp_path / "vectors.lancedb")
+    table, version = recipe.load(parquet, tmp_path / "vectors.lancedb")
+    assert version == f"{model}:1"
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
     for png in images:
-        found = recipe.nearest(table, recipe.embedding(client, model, png), 10)
+        found = recipe.nearest(table, recipe.embedding(client, version, png), 10)
         answer = httpx.post(f"{url}/similar?model={model}&k=10", content=png, headers={"Content-Type": "image/png"})
         neighbours = answer.json()["results"][0]["neighbours"]
         assert [row["index"] for row in found] == [n["index"] for n in neighbours]
-        assert [row["class_name"] for row in found] == [n["label"] for n in neighbours]
+        assert [row["class_name"] for row in found] == [n["class_name"] for n in neighbours]
         np.testing.assert_allclose([row["distance"] for row in found], [n["distance"] for n in neighbours], atol=2e-6)
 
 

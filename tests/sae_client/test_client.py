@@ -100,10 +100,11 @@ def test_similar_and_the_reference_image_it_links_to(server: str) -> None:
         batch = client.similar(images, k=4)
         assert [n["index"] for n in one["neighbours"]] == [n["index"] for n in batch[0]["neighbours"]]
         assert len(batch) == 2 and one["model_version"] == 1 and one["metric"] == "cosine"
-        assert set(one["vote"]) == {"label", "share", "k", "agrees"}
+        assert set(one["vote"]) == {"label", "class_name", "share", "k", "agrees"}
         nearest = one["neighbours"][0]
         shown = client.reference_image(nearest["index"], version=1)
-        assert shown.pixels.shape == (28, 28) and shown.label == nearest["label"] and shown.model_version == 1
+        assert shown.pixels.shape == (28, 28) and shown.model_version == 1
+        assert (shown.label, shown.class_name) == (nearest["label"], nearest["class_name"])
         with pytest.raises(SAEError) as refused:
             client.reference_image(1)  # an odd index: held out of the tiny reference set
         assert refused.value.status_code == 404 and "is not in model 'mnist'" in refused.value.detail
@@ -112,6 +113,6 @@ def test_similar_and_the_reference_image_it_links_to(server: str) -> None:
         async with AsyncClient(server, api_key="secret", model="fashion-mnist") as client:
             answer = await client.similar(images[1], k=2)
             shown = await client.reference_image(answer["neighbours"][1]["index"])
-            assert shown.label == answer["neighbours"][1]["label"]
+            assert shown.class_name == answer["neighbours"][1]["class_name"] == f"c{shown.label}"
 
     asyncio.run(run())

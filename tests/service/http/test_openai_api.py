@@ -85,8 +85,8 @@ def test_the_sdk_lists_and_retrieves_models(server: str) -> None:
     [
         ({"model": "nope", "input": "AAAA"}, openai.NotFoundError, "model", "unknown model 'nope'"),
         ({"model": "mnist", "input": "not base64!"}, openai.BadRequestError, "input", "input 0 is not base64"),
-        ({"model": "mnist", "input": [[1, 2, 3]]}, openai.BadRequestError, "input", "an image is 784 whole numbers"),
-        ({"model": "mnist", "input": [[300] * 784]}, openai.UnprocessableEntityError, None, "pixel values must lie"),
+        ({"model": "mnist", "input": [[1, 2, 3]]}, openai.BadRequestError, "input", "has 3 items; an image is 784"),
+        ({"model": "mnist", "input": [[300] * 784]}, openai.BadRequestError, "input", "whole numbers 0-255"),
         ({"model": "mnist", "input": []}, openai.BadRequestError, "input", "a non-empty list of images"),
         ({"model": "mnist", "input": "AAAA", "dimensions": 64}, openai.BadRequestError, "dimensions", "must be 256"),
         ({"model": "mnist", "input": ["x"] * 9}, openai.APIStatusError, None, "9 images in one request; the limit"),
@@ -134,12 +134,12 @@ def test_with_api_keys_the_sdk_needs_its_key(tiny_artifacts: Path) -> None:
         (b'{"input": "AAAA"}', 400, "'model' must be a model's name"),
         (b'{"model": "mnist", "input": "AAAA", "encoding_format": "int8"}', 400, "'encoding_format' must be"),
         (b'{"model": "mnist", "input": ["AAAA", [0]]}', 400, "all strings (base64 image files) or all arrays"),
-        (b'{"model": "mnist", "input": [[[[0]]]]}', 400, "JSON nested deeper than 4 levels"),
+        (b'{"model": "mnist", "input": [[[[[[[0]]]]]]]}', 400, "JSON nested deeper than 6 levels"),
         (b'{"model": "mnist", "input": "data:image/png,rawtext"}', 400, "a data URL must be data:<type>;base64"),
         (b'{"model": "mnist", "input": ""}', 400, "input 0 is empty"),
         (b'{"model": "mnist", "input": "AAAA", "resize": "yes"}', 400, "'resize' must be true or false"),
         (b'{"model": "mnist:x", "input": "AAAA"}', 400, "version"),
-        (b'{"model": "mnist", "input": [[true]]}', 400, "784 whole numbers"),
+        (b'{"model": "mnist", "input": [[true]]}', 400, "has 1 items; an image is 784"),
     ],
 )
 def test_a_confused_client_gets_a_clear_openai_error(client: TestClient, body: bytes, status: int, says: str) -> None:
@@ -165,7 +165,7 @@ def test_resize_prepares_a_photo_as_classify_does(client: TestClient) -> None:
     answer = client.post("/v1/embeddings", json={"model": "mnist", "input": data_url(photo), "resize": True})
     assert answer.status_code == 200, answer.text
     unresized = client.post("/v1/embeddings", json={"model": "mnist", "input": data_url(photo)})
-    assert unresized.status_code == 422 and "28x28" in unresized.json()["error"]["message"]
+    assert unresized.status_code == 400 and "28x28" in unresized.json()["error"]["message"]
 
 
 def test_a_blank_image_still_gets_a_unit_vector(client: TestClient) -> None:
@@ -178,3 +178,46 @@ def test_unknown_routes_under_v1_answer_in_openais_form(tiny_artifacts: Path) ->
         response = client.post("/v1/chat/completions", json={"model": "mnist", "messages": []})
         assert response.status_code in (404, 405)
         assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param", "says"),
+    [
+        ({"model": "mnist", "input": "AAAA", "z" * 5000: 1}, 400, "z" * 40, "unrecognised request argument"),
+        ({"model": "mnist:abc", "input": "AAAA"}, 400, "model", "version"),
+        ({"model": "mnist:", "input": "AAAA"}, 400, "model", "names no version after ':'"),
+        ({"model": "mnist", "input": [[300] * 784]}, 400, "input", "pixels must be whole numbers 0-255"),
+        ({"model": "mnist", "input": [[2**70] * 784]}, 400, "input", "pixels must be whole numbers 0-255"),
+        ({"model": "mnist", "input": [0.5] * 784}, 400, "input", "pixels must be whole numbers 0-255"),
+        ({"model": "mnist", "input": [True] * 784}, 400, "input", "pixels must be whole numbers 0-255"),
+        ({"model": "mnist", "input": "data:text/plain;base64,AAAA"}, 400, "input", "not of an image"),
+        ({"model": "mnist", "input": "AAAA", "user": {"a": 1}}, 400, "user", "'user' must be a string"),
+    ],
+)
+def test_each_refusal_names_the_field_and_quotes_it_short(
+    client: TestClient, body: dict[str, object], status: int, param: str, says: str
+) -> None:
+    response = client.post("/v1/embeddings", json=body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert says in error["message"] and error["param"].startswith(param) and len(error["param"]) < 100, error
+    assert len(response.text) < 600
+
+
+def test_image_errors_are_400s_naming_the_input_and_the_scheme_is_case_blind(client: TestClient) -> None:
+    wide = data_url(np.zeros((28, 40), np.uint8))
+    refused = client.post("/v1/embeddings", json={"model": "mnist", "input": wide})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "input"
+    assert "28x28" in refused.json()["error"]["message"]
+    upper = "DATA:IMAGE/PNG;BASE64," + data_url(digit_like(0)).split(",", 1)[1]
+    assert client.post("/v1/embeddings", json={"model": "mnist", "input": upper}).status_code == 200
+    plain = client.post("/v1/embeddings", content=b"{}", headers={"Content-Type": "text/plain"})
+    assert plain.status_code == 415 and plain.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_the_json_limits_of_the_other_routes_apply(tiny_artifacts: Path) -> None:
+    settings = make_settings(tiny_artifacts, max_json_bytes=10_000)
+    with TestClient(create_app(settings)) as client:
+        body = {"model": "mnist", "input": [[0] * 784] * 10}  # 1.6 KB an image, at the least
+        response = client.post("/v1/embeddings", json=body)
+        assert response.status_code == 413 and "limit of 10000 bytes" in response.json()["error"]["message"]

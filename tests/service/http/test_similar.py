@@ -3,6 +3,7 @@
 import asyncio
 import io
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -55,12 +56,13 @@ def test_similar_lists_the_exact_nearest_reference_images_with_their_vote(
         assert [n["index"] for n in neighbours] == indices
         np.testing.assert_allclose([n["similarity"] for n in neighbours], similarities, atol=1e-5)
         np.testing.assert_allclose([n["distance"] for n in neighbours], 1 - np.array(similarities), atol=1e-5)
-        assert all(n["label"] == str(i // 2 % 10) for n, i in zip(neighbours, indices, strict=True))  # as labelled
+        assert all(n["label"] == i // 2 % 10 for n, i in zip(neighbours, indices, strict=True))  # as labelled
+        assert all(n["class_name"] == str(n["label"]) for n in neighbours)
         assert all(n["image"] == f"/reference/mnist/{n['index']}.png?version=1" for n in neighbours)
-        assert (
-            result["label"] == prediction["class_name"] and result["in_distribution"] == prediction["in_distribution"]
-        )
-        assert result["vote"]["label"] == str(voted) and result["vote"]["agrees"] == (str(voted) == result["label"])
+        assert (result["label"], result["class_name"]) == (prediction["label"], prediction["class_name"])
+        assert result["in_distribution"] == prediction["in_distribution"]
+        assert result["vote"]["label"] == voted and result["vote"]["agrees"] == (voted == result["label"])
+        assert result["vote"]["class_name"] == str(voted)
         assert result["vote"]["k"] == read_card(tiny_artifacts / "mnist").reference.vote_k  # type: ignore[union-attr]
 
 
@@ -70,7 +72,8 @@ def test_a_neighbours_image_link_shows_the_stored_reference_image(client: TestCl
     link = neighbour["results"][0]["neighbours"][0]
     shown = client.get(link["image"])
     assert shown.status_code == 200 and shown.headers["content-type"] == "image/png"
-    assert shown.headers["x-label"] == link["label"] and "immutable" in shown.headers["cache-control"]
+    assert shown.headers["x-label"] == str(link["label"]) and shown.headers["x-class-name"] == link["class_name"]
+    assert "immutable" in shown.headers["cache-control"]
     pixels = np.asarray(Image.open(io.BytesIO(shown.content)))
     np.testing.assert_array_equal(pixels.reshape(-1), reference.images[reference.position(link["index"])])
     assert client.get(f"/reference/mnist/{link['index']}.png").headers["cache-control"] == "no-cache"  # unpinned
@@ -80,8 +83,9 @@ def test_a_neighbours_image_link_shows_the_stored_reference_image(client: TestCl
     ("path", "status", "says"),
     [
         ("/reference/mnist/1.png", 404, "index 1 is not in model 'mnist' version 1's reference set"),  # odd: held out
-        ("/reference/mnist/-4.png", 404, "index -4 is not in"),
-        (f"/reference/mnist/{10**30}.png", 404, "is not in model 'mnist'"),
+        ("/reference/mnist/-4.png", 422, "index"),
+        (f"/reference/mnist/{10**30}.png", 422, "index"),
+        ("/reference/mnist/999999999.png", 404, "index 999999999 is not in model 'mnist'"),
         ("/reference/mnist/x.png", 422, "index"),
         ("/reference/nope/0.png", 404, "unknown model 'nope'"),
         ("/reference/mnist/0.png?version=9", 404, "has no version 9"),
@@ -181,3 +185,30 @@ def test_a_version_rolled_out_searches_its_own_reference_set(tiny_artifacts: Pat
             answer = client.post(f"/similar?version={version}", content=digit_like(5).tobytes(), headers=RAW).json()
             assert answer["model_version"] == version
             assert answer["results"][0]["neighbours"][0]["image"].endswith(f"?version={version}")
+
+
+def test_a_malformed_reference_file_fails_its_version_alone(tiny_artifacts: Path) -> None:
+    """A header that is not what it should be is the version's failure with the reason, not the server's."""
+    import hashlib
+    import json
+    import struct
+
+    from models.layout import write_card
+
+    folder = tiny_artifacts / "mnist"
+    raw = json.dumps({"columns": {"dtype": "F32", "shape": None, "data_offsets": [0, 4]}}).encode()
+    data = struct.pack("<Q", len(raw)) + raw + b"\0" * 8
+    (folder / REFERENCE_FILE).write_bytes(data)
+    card = read_card(folder)
+    assert card.reference is not None
+    write_card(folder, replace(card, reference=replace(card.reference, sha256=hashlib.sha256(data).hexdigest())))
+    with TestClient(create_app(make_settings(tiny_artifacts, default_model="fashion-mnist"))) as client:
+        listed = {m["name"]: m for m in client.get("/models").json()["models"]}
+        assert not listed["mnist"]["loaded"] and "'columns' must be a rank-2 F32 array" in listed["mnist"]["error"]
+        assert client.post("/similar", content=digit_like(0).tobytes(), headers=RAW).status_code == 200
+
+
+@pytest.mark.parametrize("index", ["10.0", "+10", "%2010", "00012", "1e3"])
+def test_an_image_has_one_url(client: TestClient, index: str) -> None:
+    response = client.get(f"/reference/mnist/{index}.png")
+    assert response.status_code == 422 and "index" in response.json()["detail"]
