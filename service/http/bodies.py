@@ -1,8 +1,11 @@
 """Reading HTTP request bodies under their size limits: multipart image files, one image, JSON or raw pixels."""
 
+from typing import Any
+
+import orjson
 from starlette.requests import Request
 
-from service.core.errors import InvalidInput, TooLarge, UnsupportedMediaType, cut, quoted
+from service.core.errors import InvalidInput, TooLarge, UndecodableInput, UnsupportedMediaType, cut, quoted
 from service.core.pixels import FILE_FIELD, Limits, check_count
 from service.http.multipart import parse_multipart
 
@@ -19,6 +22,17 @@ async def read_body(request: Request, max_bytes: int, what: str = "request body"
             raise TooLarge(f"{what} exceeds the limit of {max_bytes} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def json_object(body: bytes, shape: str = "") -> dict[str, Any]:
+    """A JSON body that must be an object; `shape` says what it should hold, in the refusal."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise UndecodableInput(f"request JSON is not valid: {e}") from e
+    if not isinstance(parsed, dict):
+        raise UndecodableInput(f"request must be a JSON object{shape}")
+    return parsed
 
 
 def read_uploads(request: Request, body: bytes, limits: Limits) -> list[tuple[str, bytes]]:

@@ -21,6 +21,7 @@ from service.core.tensors import (
     raw_values,
     tensor_pixels,
 )
+from service.http.bodies import json_object
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -46,13 +47,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
         if not header_length.isdigit() or int(header_length) > len(body):
             raise UndecodableInput(f"{HEADER_LENGTH} must be the JSON part's length, at most {len(body)}")
         end = int(header_length)
-    try:
-        header = orjson.loads(body[:end])
-    except orjson.JSONDecodeError as e:
-        raise UndecodableInput(f"request JSON is not valid: {e}") from e
-    if not isinstance(header, dict):
-        raise UndecodableInput("request must be a JSON object with 'inputs'")
-    return header, body[end:]
+    return json_object(body[:end], " with 'inputs'"), body[end:]
 
 
 def input_pixels(header: dict[str, Any], binary: bytes, limits: Limits) -> Batch:

@@ -20,7 +20,6 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-import orjson
 from fastapi import APIRouter, Request, Response
 
 from models import IMAGE_SIDE, Framing
@@ -37,7 +36,7 @@ from service.core.errors import (
 from service.core.forward import EMBED_SERVED, Embeddings
 from service.core.pixels import Batch, Limits, check_count, decode_uploads, json_depth
 from service.core.repository import ServedModel
-from service.http.bodies import media_type, read_body
+from service.http.bodies import json_object, media_type, read_body
 from service.http.deps import plane_of
 from service.http.encoding import FastJSONResponse
 from service.http.native import version_header
@@ -102,12 +101,7 @@ def parse_request(body: bytes, limits: Limits) -> Parsed:
         raise InvalidField(
             f"JSON nested deeper than {limits.max_json_depth} levels; 'input' is a list of strings or arrays", "input"
         )
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        raise UndecodableInput(f"body is not valid JSON: {e}") from e
-    if not isinstance(payload, dict):
-        raise UndecodableInput('body must be a JSON object: {"model": "mnist", "input": ["data:image/png;base64,..."]}')
+    payload = json_object(body, ': {"model": "mnist", "input": ["data:image/png;base64,..."]}')
     unknown = sorted(set(payload) - FIELDS)
     if unknown:
         raise InvalidField(f"unrecognised request argument {quoted(unknown[0])}", unknown[0])

@@ -9,13 +9,12 @@ that one version beside the others, an extension of Triton's API.
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.core.dataplane import REPOSITORY_OFF
 from service.core.errors import UndecodableInput
-from service.http.bodies import read_body
+from service.http.bodies import json_object, read_body
 from service.http.deps import PlaneDep
 from service.http.errors import PROTOCOL_PREFIX
 from service.http.schemas import ProtocolErrorResponse, error_responses
@@ -37,13 +36,7 @@ async def json_body(request: Request) -> dict[str, Any]:
     body = await read_body(request, MAX_BODY_BYTES)
     if not body.strip():
         return {}
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        raise UndecodableInput(f"request JSON is not valid: {e}") from e
-    if not isinstance(parsed, dict):
-        raise UndecodableInput("request must be a JSON object")
-    return parsed
+    return json_object(body)
 
 
 def parameters(body: dict[str, Any]) -> dict[str, Any]:

@@ -128,8 +128,8 @@ def test_with_api_keys_the_sdk_needs_its_key(tiny_artifacts: Path) -> None:
 @pytest.mark.parametrize(
     ("body", "status", "says"),
     [
-        (b"\xff\xfe not json", 400, "body is not valid JSON"),
-        (b"[1, 2]", 400, "body must be a JSON object"),
+        (b"\xff\xfe not json", 400, "request JSON is not valid"),
+        (b"[1, 2]", 400, "request must be a JSON object"),
         (b'{"model": "mnist"}', 400, "'input' must be an image"),
         (b'{"input": "AAAA"}', 400, "'model' must be a model's name"),
         (b'{"model": "mnist", "input": "AAAA", "encoding_format": "int8"}', 400, "'encoding_format' must be"),
