@@ -15,6 +15,13 @@ from tests.servers import start_server
 
 pytestmark = pytest.mark.slow
 UPLOAD_EXAMPLE = "curl -F file=@docs/samples/digit-7.png -F file=@docs/samples/digit-2.png http://127.0.0.1:8000"
+# The routes that take image files, with their tag: each shows the multipart body's example once.
+IMAGE_ROUTES = [
+    ("inference", "classify"),
+    ("inference", "reconstruct"),
+    ("inference", "embed"),
+    ("neighbours", "similar"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +69,10 @@ def test_the_docs_list_every_operation_with_no_internet(server: str, page_path: 
             ]
         page.screenshot(path=str(Path(os.environ.get("SAE_DOCS_SCREENSHOTS", tmp_path)) / f"{page_path[1:]}.png"))
         if page_path == "/docs":  # Swagger UI shows an operation's request body once it is opened
-            for operation in ("classify", "reconstruct", "embed"):
-                page.click(f"#operations-inference-{operation}_{operation}_post .opblock-summary")
-        page.wait_for_function(f"document.body.innerText.split({UPLOAD_EXAMPLE!r}).length === 4", timeout=10000)
+            for tag, operation in IMAGE_ROUTES:
+                page.click(f"#operations-{tag}-{operation}_{operation}_post .opblock-summary")
+        wanted = len(IMAGE_ROUTES) + 1
+        page.wait_for_function(f"document.body.innerText.split({UPLOAD_EXAMPLE!r}).length === {wanted}", timeout=10000)
         uploads = re.findall(re.escape(UPLOAD_EXAMPLE) + r"(/\w+)", page.inner_text("body"))
         browser.close()
     # ReDoc's own "powered by" footer logo comes from Redocly's host; offline it stays blank, nothing else does.
@@ -73,4 +81,4 @@ def test_the_docs_list_every_operation_with_no_internet(server: str, page_path: 
         assert sorted(s.replace("\u200b", "") for s in shown) == sorted(expected)
     else:
         assert len(shown) == len(expected)
-    assert sorted(uploads) == ["/classify", "/embed", "/reconstruct"]  # the multipart body's example, per route
+    assert sorted(uploads) == sorted(f"/{operation}" for _, operation in IMAGE_ROUTES)  # the example, per route
