@@ -4,7 +4,9 @@ this one machine, so the nodes share its two cores: the growth measures Ray's pl
 hardware).
 
 Each window posts one raw 28x28 image to /classify for `--seconds` on `--connections` connections
-(bench/serving/httpload.py, three client processes), three windows a setting; prints req/s, p50 and p99.
+(bench/serving/httpload.py), split over the proxies a setting names, three windows a setting; prints req/s (summed
+over the proxies), and the worst proxy's p50 and p99. Ray's proxies are measured both ways: the Python proxy (the
+default) and HAProxy (`RAY_SERVE_ENABLE_HA_PROXY=1`).
 
 Run as root: `python -m bench.cluster.ray_bench [--artifacts artifacts] [--seconds 10]`.
 """
@@ -15,12 +17,13 @@ import platform
 import shutil
 import statistics
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bench.cluster.netns import ROOT, Cluster, Node
+from bench.cluster.netns import ROOT, Cluster
 from bench.harness import start_sae_serve
 from bench.serving.httpload import load
 
@@ -33,9 +36,29 @@ def image() -> bytes:
     return bytes(load_dataset("mnist").test_images[0].numpy().tobytes())
 
 
-def windows(url: str, body: bytes, connections: int, seconds: float) -> list[dict[str, Any]]:
-    load(f"{url}/classify", body, "application/octet-stream", connections, 2, 3)  # warm-up
-    return [load(f"{url}/classify", body, "application/octet-stream", connections, seconds, 3) for _ in range(3)]
+def windows(urls: list[str], body: bytes, connections: int, seconds: float) -> list[dict[str, Any]]:
+    """Three windows, the connections split over `urls` (every serving node's proxy, or one), each window's figures
+    summed over them."""
+
+    def window(length: float) -> dict[str, Any]:
+        shares = [connections // len(urls) + (1 if i < connections % len(urls) else 0) for i in range(len(urls))]
+        with ThreadPoolExecutor(len(urls)) as pool:
+            parts = list(
+                pool.map(
+                    lambda job: load(f"{job[0]}/classify", body, "application/octet-stream", job[1], length, 1),
+                    zip(urls, shares, strict=True),
+                )
+            )
+        return {
+            "requests_per_s": sum(p["requests_per_s"] for p in parts),
+            "p50_ms": max(p["p50_ms"] for p in parts),
+            "p99_ms": max(p["p99_ms"] for p in parts),
+            "errors": sum(p["errors"] for p in parts),
+            "statuses": [p["statuses"] for p in parts],
+        }
+
+    window(2)  # warm-up
+    return [window(seconds) for _ in range(3)]
 
 
 def line(name: str, results: list[dict[str, Any]]) -> str:
@@ -43,6 +66,8 @@ def line(name: str, results: list[dict[str, Any]]) -> str:
     p50 = statistics.median(r["p50_ms"] for r in results)
     p99 = statistics.median(r["p99_ms"] for r in results)
     errors = sum(r["errors"] for r in results)
+    if errors:
+        print(f"statuses: {[r['statuses'] for r in results]}")
     spread = ", ".join(f"{rate:,.0f}" for rate in rates)
     return f"| {name} | {statistics.median(rates):,.0f} ({spread}) | {p50:.1f} | {p99:.1f} | {errors} |"
 
@@ -62,6 +87,7 @@ def main() -> None:
     parser.add_argument("--artifacts", type=Path, default=ROOT / "artifacts")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--skip-ray", action="store_true", help="only the uvicorn rows")
     args = parser.parse_args()
     body = image()
     cores = len(os.sched_getaffinity(0))
@@ -74,19 +100,26 @@ def main() -> None:
         try:
             print(
                 line(
-                    f"uvicorn directly, {workers} worker(s)", windows(server.url, body, args.connections, args.seconds)
+                    f"uvicorn directly, {workers} worker(s)",
+                    windows([server.url], body, args.connections, args.seconds),
                 )
             )
         finally:
             server.stop()
+    if args.skip_ray:
+        return
     folder = Path(tempfile.mkdtemp(prefix="ray-bench-"))
     try:
-        with Cluster(size=3) as cluster:
-            for replicas in (1, 2, 3):
-                cluster.deploy(ray_config(args.artifacts, folder, replicas))
-                target: Node = cluster.head
-                name = f"Ray Serve, {replicas} node(s) with a replica each, through the head's proxy"
-                print(line(name, windows(target.url, body, args.connections, args.seconds)))
+        for mode, env in (("Python proxies", {}), ("HAProxy", {"RAY_SERVE_ENABLE_HA_PROXY": "1"})):
+            with Cluster(size=3, env=env) as cluster:
+                for replicas in (1, 2, 3):
+                    cluster.deploy(ray_config(args.artifacts, folder, replicas), replicas=replicas)
+                    serving = [node.url for node in cluster.serving_nodes()]
+                    for urls, where in (([cluster.head.url], "the head's proxy"), (serving, "every node's")):
+                        if where == "every node's" and replicas == 1:
+                            continue  # one replica on the head: the same proxy
+                        name = f"Ray Serve ({mode}), {replicas} replica(s) on as many nodes, through {where}"
+                        print(line(name, windows(urls, body, args.connections, args.seconds)))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
