@@ -99,29 +99,22 @@ class Cluster:
         where = ["--head", f"--port={GCS_PORT}", "--dashboard-host=0.0.0.0", f"--temp-dir={node.temp_dir}"]
         if not head:
             where = [f"--address={self.head.address}:{GCS_PORT}"]
+        self.run_on(node, [str(BIN / "ray"), "start", *where, *common], 180, f"ray start on {node.name}")
+
+    def run_on(self, node: Node, argv: list[str], timeout: float, what: str) -> str:
+        """Run `argv` in the node's namespace with the Ray processes' environment; its output, or RuntimeError."""
         done = subprocess.run(
-            node.command(str(BIN / "ray"), "start", *where, *common),
-            capture_output=True,
-            text=True,
-            env=self.process_env(),
-            timeout=180,
+            node.command(*argv), capture_output=True, text=True, env=self.process_env(), timeout=timeout
         )
         if done.returncode != 0:
-            raise RuntimeError(f"ray start on {node.name} failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+            raise RuntimeError(f"{what} failed: {done.stdout[-2000:]}{done.stderr[-3000:]}")
+        return done.stdout
 
     def driver(self, code: str, timeout: float = 120) -> Any:
         """Run Python `code` as a Ray driver on the head; it prints one JSON value, returned here."""
         prelude = f"import json, ray\nray.init(address='{self.head.address}:{GCS_PORT}', logging_level='ERROR')\n"
-        done = subprocess.run(
-            self.head.command(sys.executable, "-c", prelude + code),
-            capture_output=True,
-            text=True,
-            env=self.process_env(),
-            timeout=timeout,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"driver failed: {done.stderr[-3000:]}")
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        out = self.run_on(self.head, [sys.executable, "-c", prelude + code], timeout, "the driver")
+        return json.loads(out.strip().splitlines()[-1])
 
     def wait_for_nodes(self, count: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -136,17 +129,8 @@ class Cluster:
         """`serve run --non-blocking` the config on the head, then wait until `replicas` replicas (any, where None)
         are alive and the proxy of every node that holds one answers ready (Ray Serve runs a proxy on the head and
         on every node with a replica)."""
-        done = subprocess.run(
-            self.head.command(
-                str(BIN / "serve"), "run", "--non-blocking", f"--address={self.head.address}:{GCS_PORT}", str(config)
-            ),
-            capture_output=True,
-            text=True,
-            env=self.process_env(),
-            timeout=timeout,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"serve run failed: {done.stdout[-2000:]}{done.stderr[-3000:]}")
+        serve = [str(BIN / "serve"), "run", "--non-blocking", f"--address={self.head.address}:{GCS_PORT}", str(config)]
+        self.run_on(self.head, serve, timeout, "serve run")
         deadline = time.monotonic() + timeout
         while True:
             held = [r["node"] for r in self.replicas()]
