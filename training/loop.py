@@ -30,6 +30,8 @@ def make_optimizer(parameters: Iterable[nn.Parameter], recipe: Recipe, lr: float
     params = list(parameters)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "nesterov":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=recipe.weight_decay)
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}")

@@ -7,7 +7,7 @@ from typing import Any
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    optimizer: str  # "sgd" or "adamw"
+    optimizer: str  # "sgd", "nesterov" (SGD with Nesterov momentum 0.9) or "adamw"
     pretrain_lr: float
     finetune_lr: float
     batch_size: int
@@ -36,8 +36,12 @@ class Recipe:
     teacher_epochs: int = 0
     teacher_channels: int = 32
     teacher_lr: float = 1e-3
+    teacher_arch: str = "conv"  # teacher.TEACHERS: "conv" (two 5x5 convolutions) or "bn" (four 3x3, batch-normalised)
     distill_weight: float = 0.0
     distill_temperature: float = 4.0
+    # 0: the teacher labels each clean training image once, and its augmented copies take those targets. N > 0:
+    # consistent views (views.py): the teacher labels N augmented views of every image, which fine-tuning replays.
+    distill_views: int = 0
     # Held out of the training images (stratified, chosen by the seed): the temperature and the in-distribution
     # threshold are fitted on it, so the test set is only measured. At most a tenth of the training set.
     validation_images: int = 5000

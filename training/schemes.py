@@ -11,6 +11,7 @@ from training.augment import augment
 from training.loop import BatchStep, StageConfig, StageHistory, run_stage
 from training.recipes import Recipe
 from training.teacher import distillation_loss
+from training.views import ViewBank
 
 SCHEMES = ("greedy", "end-to-end", "none")
 
@@ -111,19 +112,29 @@ def finetune(
     epochs: int | None = None,
     max_batches: int | None = None,
     teacher_logits: torch.Tensor | None = None,
+    views: ViewBank | None = None,
 ) -> StageHistory:
     """Supervised NLL training of the encoders and the head; the decoders are left as pretrained.
 
     With `teacher_logits` (a teacher's logits for every row of `x`), the loss mixes in distillation towards them,
-    weighted by the recipe's distill_weight; an augmented image takes its original's soft targets.
+    weighted by the recipe's distill_weight; an augmented image takes its original's soft targets. With `views`
+    instead (views.py), each row of a batch is one of its image's stored views, with the teacher's logits for that
+    very view, and nothing is augmented further.
     """
 
     def step(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        log_probs = model.classify(augment(x[indices], recipe, generator))  # (B, 10)
+        soft_targets = None
+        if views is not None:
+            images, soft_targets = views.batch(indices, generator)
+        else:
+            images = augment(x[indices], recipe, generator)
+            if teacher_logits is not None:
+                soft_targets = teacher_logits[indices]
+        log_probs = model.classify(images)  # (B, 10)
         target = y[indices]
         loss = classification_loss(log_probs, target, recipe.label_smoothing)
-        if teacher_logits is not None:
-            soft = distillation_loss(log_probs, teacher_logits[indices], recipe.distill_temperature)
+        if soft_targets is not None:
+            soft = distillation_loss(log_probs, soft_targets, recipe.distill_temperature)
             loss = (1 - recipe.distill_weight) * loss + recipe.distill_weight * soft
         return loss, (log_probs.argmax(1) == target).sum()
 

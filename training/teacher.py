@@ -33,6 +33,43 @@ class Teacher(nn.Module):
         return logits
 
 
+class BatchNormTeacher(nn.Module):
+    """Two pairs of 3x3 convolutions with batch normalisation, each pair then max pooling, then a hidden layer:
+    (B, 784) pixels -> (B, classes) logits."""
+
+    def __init__(self, channels: int, classes: int) -> None:
+        super().__init__()
+
+        def block(inputs: int, outputs: int) -> list[nn.Module]:
+            return [nn.Conv2d(inputs, outputs, 3, padding=1, bias=False), nn.BatchNorm2d(outputs), nn.ReLU()]
+
+        c = channels
+        self.features = nn.Sequential(
+            *block(1, c), *block(c, c), nn.MaxPool2d(2), *block(c, 2 * c), *block(2 * c, 2 * c), nn.MaxPool2d(2)
+        )  # (B, 2C, 7, 7)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(0.3),
+            nn.Linear(2 * c * 49, 256, bias=False),
+            nn.BatchNorm1d(256),
+            nn.ReLU(),
+            nn.Linear(256, classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.classifier(self.features(x.view(-1, 1, 28, 28)))
+        return logits
+
+
+TEACHERS: dict[str, type[nn.Module]] = {"conv": Teacher, "bn": BatchNormTeacher}
+
+
+def make_teacher(arch: str, channels: int, classes: int) -> nn.Module:
+    if arch not in TEACHERS:
+        raise ValueError(f"unknown teacher {arch!r}; choose one of {', '.join(TEACHERS)}")
+    return TEACHERS[arch](channels, classes)
+
+
 def train_teacher(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -40,9 +77,9 @@ def train_teacher(
     recipe: Recipe,
     generator: torch.Generator,
     max_batches: int | None = None,
-) -> tuple[Teacher, StageHistory]:
-    """Train the teacher on the same (augmented) training images as the student, with the recipe's optimizer."""
-    teacher = Teacher(recipe.teacher_channels, classes).to(x.device)
+) -> tuple[nn.Module, StageHistory]:
+    """Train the recipe's teacher on the same (augmented) training images as the student, with its optimizer."""
+    teacher = make_teacher(recipe.teacher_arch, recipe.teacher_channels, classes).to(x.device)
 
     def step(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = teacher(augment(x[indices], recipe, generator))  # (B, classes)
@@ -57,8 +94,9 @@ def train_teacher(
 
 
 @torch.no_grad()
-def teacher_logits(teacher: Teacher, x: torch.Tensor, batch: int = 2048) -> torch.Tensor:
-    """The teacher's logits for every row of `x`, (N, classes)."""
+def teacher_logits(teacher: nn.Module, x: torch.Tensor, batch: int = 2048) -> torch.Tensor:
+    """The teacher's logits for every row of `x`, (N, classes), in eval mode."""
+    teacher.eval()
     return torch.cat([teacher(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 

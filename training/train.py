@@ -29,6 +29,7 @@ from training.recipes import Recipe
 from training.reference import BuiltReference, build_reference
 from training.schemes import finetune, pretrain, refit_decoders
 from training.teacher import teacher_logits, train_teacher
+from training.views import build_views, view_seeds
 
 DRY_RUN_BATCHES = 2
 DRY_RUN_TEST_IMAGES = 1000
@@ -86,16 +87,22 @@ def train(
 
     start = time.perf_counter()
     history = pretrain(model, scheme, train_x, recipe, generator, max_batches=max_batches)
-    teacher, soft_targets = None, None
+    teacher, soft_targets, views = None, None, None
     if recipe.teacher_epochs:
         teacher, teacher_history = train_teacher(
             train_x, train_y, len(data.class_names), recipe, generator, max_batches=max_batches
         )
         history.append(teacher_history)
-        soft_targets = teacher_logits(teacher, train_x)
-    history.append(
-        finetune(model, train_x, train_y, recipe, generator, max_batches=max_batches, teacher_logits=soft_targets)
+        if recipe.distill_views:
+            labelled = time.perf_counter()
+            views = build_views(teacher, train_x, recipe, view_seeds(seed, recipe.distill_views))
+            history.append(StageHistory("teacher views", seconds=time.perf_counter() - labelled))
+        else:
+            soft_targets = teacher_logits(teacher, train_x)
+    tuned = finetune(
+        model, train_x, train_y, recipe, generator, max_batches=max_batches, teacher_logits=soft_targets, views=views
     )
+    history.append(tuned)
     history += refit_decoders(model, train_x, recipe, generator, epochs=1 if dry_run else None, max_batches=max_batches)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -106,6 +113,8 @@ def train(
     if teacher is not None:
         teacher_accuracy = (teacher_logits(teacher, test_x).argmax(1) == test_y).double().mean().item()
         del teacher, soft_targets
+    view_seeds_used = None if views is None else views.seeds
+    del views
     metrics = evaluate(model, test_x, test_y, data.class_names)
     validation_logits, validation_errors = logits_and_errors(model, validation_x)
     calibration = calibrate(model, validation_logits, validation_errors, validation_y, test_x, test_y)
@@ -129,7 +138,7 @@ def train(
         recipe_name=settings.pop("name"),
         recipe=settings,
         weights_sha256="",
-        provenance=provenance(data, seed, dry_run, seconds, history, device, teacher_accuracy),
+        provenance=provenance(data, seed, dry_run, seconds, history, device, teacher_accuracy, view_seeds_used),
         calibration=calibration,
         ood=detector.params,
         embedding=embedding,
@@ -171,9 +180,12 @@ def provenance(
     history: list[StageHistory],
     device: torch.device,
     teacher_accuracy: float | None = None,
+    view_seeds: list[int] | None = None,
 ) -> dict[str, Any]:
     """How the model was made: recorded in the card, shown, never relied on."""
-    extra = {} if teacher_accuracy is None else {"teacher_test_accuracy": teacher_accuracy}
+    extra: dict[str, Any] = {} if teacher_accuracy is None else {"teacher_test_accuracy": teacher_accuracy}
+    if view_seeds is not None:  # each stored view is views.draw_view(train images, recipe, seed)
+        extra["teacher_view_seeds"] = view_seeds
     return {
         **extra,
         "preprocessing": PREPROCESSING,

@@ -9,8 +9,9 @@ from models import SAEConfig, StackedAutoencoder, to_model_input
 from training.data import load_dataset
 from training.recipes import DEFAULT, recipe_for
 from training.schemes import finetune, pretrain
-from training.teacher import Teacher, distillation_loss
+from training.teacher import Teacher, distillation_loss, make_teacher
 from training.train import train
+from training.views import build_views, draw_view, view_seeds
 
 FAST = replace(DEFAULT, batch_size=64, pretrain_epochs=1, finetune_epochs=3, max_shift=0, max_rotation=0.0)
 
@@ -72,3 +73,97 @@ def test_the_best_garment_recipe_distills_and_the_default_does_not() -> None:
     assert recipe_for("best", "fashion-mnist").distill_weight > 0
     assert recipe_for("default", "fashion-mnist").teacher_epochs == 0
     assert recipe_for("default", "mnist").teacher_epochs == 0
+
+
+def test_a_view_is_drawn_again_from_its_seed_and_each_seed_draws_another() -> None:
+    x = torch.rand(300, 784)
+    recipe = replace(FAST, max_shift=2, max_rotation=10.0, erasing=0.5)
+    first = draw_view(x, recipe, 7)
+    assert first.dtype == torch.float16 and first.shape == x.shape
+    assert torch.equal(first, draw_view(x, recipe, 7))
+    assert not torch.equal(first, draw_view(x, recipe, 8))
+    assert not torch.equal(first.float(), x.half().float())  # augmented, not the clean images
+    seeds = view_seeds(0, 4)
+    assert len(set(seeds)) == 4 and not set(seeds) & set(view_seeds(1, 4))
+
+
+def test_each_stored_view_carries_the_teachers_logits_for_that_very_view() -> None:
+    torch.manual_seed(0)
+    teacher = torch.nn.Linear(784, 10)  # any function of the pixels
+    x = torch.rand(200, 784)
+    recipe = replace(FAST, max_shift=2, max_rotation=10.0)
+    bank = build_views(teacher, x, recipe, view_seeds(0, 3))
+    assert bank.pixels.shape == (3, 200, 784) and bank.logits.shape == (3, 200, 10)
+    for v, seed in enumerate(bank.seeds):
+        assert torch.equal(bank.pixels[v], draw_view(x, recipe, seed))
+    indices = torch.arange(0, 200, 3)
+    images, logits = bank.batch(indices, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(logits, teacher(images), atol=1e-5, rtol=1e-4)
+    # Each row is one of its own image's views, and rows of one image do not all take the same view.
+    matches = [[torch.equal(images[r].half(), bank.pixels[v, i]) for v in range(3)] for r, i in enumerate(indices)]
+    assert all(any(row) for row in matches)
+    assert len({row.index(True) for row in matches}) > 1
+
+
+def test_fine_tuning_on_views_learns_the_teachers_answer_for_each_view(tiny_data_dir: Path) -> None:
+    """A teacher whose answer moves with the pixels (a random linear map): a student taught on stored views agrees
+    with it on fresh views of the images far more often than one whose distorted copies took the clean image's
+    targets."""
+    data = load_dataset("mnist")
+    x, y = to_model_input(data.train_images), data.train_labels
+    torch.manual_seed(0)
+    teacher = torch.nn.Linear(784, 10)
+    with torch.no_grad():
+        teacher.weight.mul_(20.0)
+    recipe = replace(FAST, max_shift=3, max_rotation=30.0, distill_weight=1.0, distill_temperature=2.0)
+    with torch.no_grad():
+        clean_targets = teacher(x)
+    bank = build_views(teacher, x, recipe, view_seeds(0, 8))
+    fresh = draw_view(x, recipe, 12345).float()
+    with torch.no_grad():
+        answers = teacher(fresh).argmax(1)
+    agreement = {}
+    for name, taught in (("views", {"views": bank}), ("clean", {"teacher_logits": clean_targets})):
+        torch.manual_seed(0)
+        model = StackedAutoencoder(SAEConfig())
+        gen = torch.Generator().manual_seed(0)
+        pretrain(model, "greedy", x, FAST, gen)
+        finetune(model, x, y, recipe, gen, epochs=15, **taught)  # type: ignore[arg-type]
+        with torch.no_grad():
+            agreement[name] = (model.classify(fresh).argmax(1) == answers).float().mean().item()
+    assert agreement["views"] > agreement["clean"] + 0.1, agreement
+
+
+def test_a_recipe_with_views_trains_the_batch_normalised_teacher_and_records_the_seeds(tiny_data_dir: Path) -> None:
+    data = load_dataset("mnist")
+    taught = replace(
+        FAST,
+        teacher_epochs=8,
+        teacher_channels=8,
+        teacher_lr=1e-2,
+        teacher_arch="bn",
+        distill_weight=0.5,
+        distill_views=2,
+        max_shift=1,
+    )
+    result = train(data, "greedy", taught, 3, torch.device("cpu"))
+    names = [h.name for h in result.history]
+    assert names == [
+        "pretrain 784-400",
+        "pretrain 784-400-256",
+        "teacher",
+        "teacher views",
+        "fine-tune",
+        "refit decoders",
+    ]
+    assert result.card.provenance["teacher_view_seeds"] == view_seeds(3, 2)
+    assert result.card.provenance["teacher_test_accuracy"] > 0.5
+    assert result.card.recipe["teacher_arch"] == "bn" and result.card.recipe["distill_views"] == 2
+
+
+def test_the_batch_normalised_teacher_maps_pixel_rows_to_logits_and_unknown_teachers_are_refused() -> None:
+    assert make_teacher("bn", 4, 10)(torch.rand(3, 784)).shape == (3, 10)
+    assert isinstance(make_teacher("conv", 4, 10), Teacher)
+    with pytest.raises(ValueError, match="unknown teacher 'resnet'"):
+        make_teacher("resnet", 4, 10)
