@@ -29,7 +29,7 @@ from training.recipes import Recipe
 from training.reference import BuiltReference, build_reference
 from training.schemes import finetune, pretrain, refit_decoders
 from training.teacher import teacher_logits, train_teacher
-from training.views import build_views, view_seeds
+from training.views import build_views, cache_path, load_views, save_views, view_seeds
 
 DRY_RUN_BATCHES = 2
 DRY_RUN_TEST_IMAGES = 1000
@@ -61,8 +61,14 @@ def train(
     finetune_epochs: int | None = None,
     pretrain_epochs: int | None = None,
     dry_run: bool = False,
+    teacher_cache: Path | None = None,
 ) -> TrainResult:
-    """Pretrain, fine-tune and evaluate; same seed and machine give the same metrics."""
+    """Pretrain, fine-tune and evaluate; same seed and machine give the same metrics.
+
+    With `teacher_cache` (a folder) and a recipe with consistent views, a teacher's views made for the same data,
+    seed and teacher-side settings are loaded from it instead of trained (and saved there when they are not): for
+    sweeps over the student's settings. The student's draws then differ from an uncached run's.
+    """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     max_batches = DRY_RUN_BATCHES if dry_run else None
@@ -87,8 +93,14 @@ def train(
 
     start = time.perf_counter()
     history = pretrain(model, scheme, train_x, recipe, generator, max_batches=max_batches)
-    teacher, soft_targets, views = None, None, None
-    if recipe.teacher_epochs:
+    teacher, soft_targets, views, teacher_accuracy = None, None, None, None
+    cache = None
+    if teacher_cache is not None and recipe.teacher_epochs and recipe.distill_views and not dry_run:
+        cache = cache_path(teacher_cache, data.md5, seed, recipe)
+    cached = cache is not None and cache.exists()
+    if cache is not None and cached:
+        views, teacher_accuracy, _ = load_views(cache, device)
+    elif recipe.teacher_epochs:
         teacher, teacher_history = train_teacher(
             train_x, train_y, len(data.class_names), recipe, generator, max_batches=max_batches
         )
@@ -109,9 +121,10 @@ def train(
     seconds = time.perf_counter() - start
 
     # Measured, not trained: outside the training seconds.
-    teacher_accuracy = None
     if teacher is not None:
         teacher_accuracy = (teacher_logits(teacher, test_x).argmax(1) == test_y).double().mean().item()
+        if cache is not None and views is not None:
+            save_views(cache, views, teacher_accuracy, sum(h.seconds for h in history if h.name.startswith("teacher")))
         del teacher, soft_targets
     view_seeds_used = None if views is None else views.seeds
     del views
@@ -138,7 +151,7 @@ def train(
         recipe_name=settings.pop("name"),
         recipe=settings,
         weights_sha256="",
-        provenance=provenance(data, seed, dry_run, seconds, history, device, teacher_accuracy, view_seeds_used),
+        provenance=provenance(data, seed, dry_run, seconds, history, device, teacher_accuracy, view_seeds_used, cached),
         calibration=calibration,
         ood=detector.params,
         embedding=embedding,
@@ -181,11 +194,14 @@ def provenance(
     device: torch.device,
     teacher_accuracy: float | None = None,
     view_seeds: list[int] | None = None,
+    teacher_cached: bool = False,
 ) -> dict[str, Any]:
     """How the model was made: recorded in the card, shown, never relied on."""
     extra: dict[str, Any] = {} if teacher_accuracy is None else {"teacher_test_accuracy": teacher_accuracy}
     if view_seeds is not None:  # each stored view is views.draw_view(train images, recipe, seed)
         extra["teacher_view_seeds"] = view_seeds
+    if teacher_cached:  # the teacher's views came from a sweep's cache: its seconds are not in training_seconds
+        extra["teacher_cached"] = True
     return {
         **extra,
         "preprocessing": PREPROCESSING,

@@ -9,9 +9,15 @@ replays exactly those views, each row of a batch a random one of its image's vie
 
 View v of a set is `draw_view(x, recipe, seeds[v])`: the recipe's augmentation of `x` in chunks of CHUNK rows, in
 order, from a generator seeded with seeds[v]; the seeds go in the card, so any view can be drawn again.
+
+A sweep over the student's settings can keep a teacher's views on disk (cache_path, save_views, load_views) and
+train only students; the card then says so (`teacher_cached`), and its training seconds leave the teacher out.
 """
 
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -55,3 +61,44 @@ def build_views(teacher: nn.Module, x: torch.Tensor, recipe: Recipe, seeds: list
         pixels[v] = draw_view(x, recipe, seed)
         logits.append(torch.cat([teacher(pixels[v, i : i + CHUNK].float()) for i in range(0, len(x), CHUNK)]))
     return ViewBank(seeds, pixels, torch.stack(logits))
+
+
+# What the teacher and its views do not depend on: the student's own settings. Everything else in the recipe (the
+# pretraining, whose draws come first from the same generator; the teacher's settings; the augmentation; the
+# optimizer and batches the teacher trains with) is in the cache's key.
+STUDENT_ONLY = frozenset(
+    {
+        "name",
+        "finetune_lr",
+        "finetune_epochs",
+        "dropout",
+        "input_dropout",
+        "label_smoothing",
+        "ema_decay",
+        "refit_decoder_epochs",
+        "distill_weight",
+        "distill_temperature",
+    }
+)
+
+
+def cache_path(directory: Path, data_md5: dict[str, str], seed: int, recipe: Recipe) -> Path:
+    """Where a sweep keeps the views (and the teacher's test accuracy) that this data, seed and recipe make."""
+    teacher_side = {k: v for k, v in recipe.to_dict().items() if k not in STUDENT_ONLY}
+    key = json.dumps({"data": data_md5, "seed": seed, "recipe": teacher_side}, sort_keys=True)
+    return directory / f"views-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+
+
+def save_views(path: Path, bank: ViewBank, teacher_accuracy: float, teacher_seconds: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    state = {"seeds": bank.seeds, "pixels": bank.pixels.cpu(), "logits": bank.logits.cpu()}
+    torch.save({**state, "teacher_accuracy": teacher_accuracy, "teacher_seconds": teacher_seconds}, partial)
+    partial.replace(path)
+
+
+def load_views(path: Path, device: torch.device) -> tuple[ViewBank, float, float]:
+    """The bank, the teacher's test accuracy and the seconds it took to train and label, as saved."""
+    state = torch.load(path, map_location=device)
+    bank = ViewBank(list(state["seeds"]), state["pixels"], state["logits"])
+    return bank, float(state["teacher_accuracy"]), float(state["teacher_seconds"])

@@ -157,14 +157,16 @@ def start_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def run_one(grid: str, overrides: dict[str, Any], seed: int, device_name: str, data_dir: str) -> dict[str, Any]:
+def run_one(
+    grid: str, overrides: dict[str, Any], seed: int, device_name: str, data_dir: str, teacher_cache: Path | None = None
+) -> dict[str, Any]:
     dataset, recipe_name, _ = GRIDS[grid]
     if dataset not in _data:
         _data[dataset] = load_dataset(dataset, Path(data_dir))
     data = _data[dataset]
     recipe = replace(recipe_for(recipe_name, dataset), **overrides)
     device = resolve_device(device_name)
-    result = train(data, "greedy", recipe, seed, device)
+    result = train(data, "greedy", recipe, seed, device, teacher_cache=teacher_cache)
     calibration = result.card.calibration
     return {
         "grid": grid,
@@ -175,6 +177,7 @@ def run_one(grid: str, overrides: dict[str, Any], seed: int, device_name: str, d
         "test_ece_after": calibration.test_ece_after if calibration else None,
         "seconds": result.card.provenance["training_seconds"],
         "teacher_test_accuracy": result.card.provenance.get("teacher_test_accuracy"),
+        "teacher_cached": result.card.provenance.get("teacher_cached", False),
         "stage_seconds": {stage.name: round(stage.seconds, 2) for stage in result.history},
         "device": str(device),
     }
@@ -193,6 +196,13 @@ def main() -> None:
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--out", type=Path, default=Path("sweep.jsonl"))
     parser.add_argument("--sample-seed", type=int, default=0)
+    parser.add_argument(
+        "--teacher-cache",
+        type=Path,
+        default=None,
+        help="a folder: variants with consistent views (distill_views) that differ only in the student's settings "
+        "share one teacher, trained by the first and replayed by the others (their seconds leave it out)",
+    )
     args = parser.parse_args()
 
     rng = random.Random(args.sample_seed)
@@ -218,7 +228,7 @@ def main() -> None:
     context = get_context("spawn")
     pool = ProcessPoolExecutor(args.jobs, mp_context=context, initializer=start_worker, initargs=(threads,))
     with pool, args.out.open("a") as out:
-        futures = [pool.submit(run_one, *task, args.device, args.data_dir) for task in tasks]
+        futures = [pool.submit(run_one, *task, args.device, args.data_dir, args.teacher_cache) for task in tasks]
         for future in as_completed(futures):
             row = future.result()
             out.write(json.dumps(row) + "\n")

@@ -11,7 +11,7 @@ from training.recipes import DEFAULT, recipe_for
 from training.schemes import finetune, pretrain
 from training.teacher import Teacher, distillation_loss, make_teacher
 from training.train import train
-from training.views import build_views, draw_view, view_seeds
+from training.views import build_views, cache_path, draw_view, view_seeds
 
 FAST = replace(DEFAULT, batch_size=64, pretrain_epochs=1, finetune_epochs=3, max_shift=0, max_rotation=0.0)
 
@@ -167,3 +167,22 @@ def test_the_batch_normalised_teacher_maps_pixel_rows_to_logits_and_unknown_teac
     assert isinstance(make_teacher("conv", 4, 10), Teacher)
     with pytest.raises(ValueError, match="unknown teacher 'resnet'"):
         make_teacher("resnet", 4, 10)
+
+
+def test_a_sweep_trains_a_teacher_once_and_later_students_replay_its_cached_views(
+    tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    data = load_dataset("mnist")
+    taught = replace(FAST, teacher_epochs=2, teacher_channels=4, distill_weight=0.5, distill_views=2, max_shift=1)
+    first = train(data, "greedy", taught, 0, torch.device("cpu"), teacher_cache=tmp_path)
+    (saved,) = tmp_path.glob("views-*.pt")
+    # Another student (its own settings only) finds the teacher's views; another teacher setting does not.
+    student = replace(taught, finetune_epochs=2, distill_weight=0.9)
+    second = train(data, "greedy", student, 0, torch.device("cpu"), teacher_cache=tmp_path)
+    assert "teacher" not in [h.name for h in second.history]
+    assert second.card.provenance["teacher_cached"] is True and "teacher_cached" not in first.card.provenance
+    assert second.card.provenance["teacher_test_accuracy"] == first.card.provenance["teacher_test_accuracy"]
+    assert second.card.provenance["teacher_view_seeds"] == first.card.provenance["teacher_view_seeds"]
+    assert cache_path(tmp_path, data.md5, 0, replace(taught, max_shift=2)) != saved
+    assert cache_path(tmp_path, data.md5, 1, taught) != saved
+    assert cache_path(tmp_path, data.md5, 0, student) == saved
