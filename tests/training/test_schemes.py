@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from models import SAEConfig, StackedAutoencoder, to_model_input
-from training.augment import augment, elastic_field, erase
+from training.augment import augment, elastic_field, elastic_rms, erase
 from training.data import load_dataset
 from training.recipes import DEFAULT, SEED, recipe_for
 from training.schemes import autoencoder_stage, finetune, pretrain, refit_decoders
@@ -149,3 +149,10 @@ def test_refitting_decoders_restores_reconstruction_and_keeps_the_classifier(tin
     with torch.no_grad():
         assert torch.equal(model.classify(x), logits)
     assert refit_decoders(model, x, SEED, gen) == []  # the lecture's recipe has no refit
+
+
+def test_elastic_settings_compare_by_their_rms_displacement_in_pixels() -> None:
+    assert elastic_rms(34.0, 4.0) == pytest.approx(2.42, abs=0.05)  # this field at Simard et al.'s settings
+    assert elastic_rms(20.0, 4.0) == pytest.approx(1.42, abs=0.05)
+    assert elastic_rms(17.0, 4.0) == pytest.approx(elastic_rms(34.0, 4.0) / 2, rel=1e-4)  # linear in alpha
+    assert elastic_rms(34.0, 8.0) < elastic_rms(34.0, 4.0)  # smoother fields move pixels less
