@@ -2,10 +2,11 @@
 
 No Kubernetes runs here, so the manifest is checked three ways: against KubeRay's own schema (its CRD, trimmed in
 tests/deploy/schemas/) with strict field validation; its pod templates against the Kubernetes schema; and its
-serveConfigV2 against Ray Serve's schema and the shipped serve.yaml. Then the image runs it on a real Docker engine
-as KubeRay would: a head and a worker container started with the manifest's `ray start` parameters, environment,
-mounts, user and read-only root, the serve config submitted to the head's dashboard API (what KubeRay does), the
-probes' endpoints polled, and /classify through both nodes' proxies compared with the service in this process.
+serveConfigV2 against Ray Serve's schema and the shipped serve.yaml. Then the image runs it on a real Docker engine,
+each container as KubeRay 1.7.0 would make the pod (its `ray start` command, environment and probes, from
+pod.go; the template's user, read-only root, capabilities, memory and mounts): the serve config submitted to the
+head's dashboard API (what KubeRay does), every probe polled with its timeout, and /classify through both nodes'
+proxies compared with the service in this process. KubeRay's autoscaler sidecar and its Services are not run.
 """
 
 import copy
@@ -140,11 +141,12 @@ def test_the_cluster_fits_the_serve_config() -> None:
         assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
         ports = {p["name"]: p["containerPort"] for p in ray["ports"]}
         assert ports["serve"] == serve_config()["http_options"]["port"]
-        for probe in ("readinessProbe", "livenessProbe"):
-            port = ray[probe]["httpGet"]["port"]
-            assert isinstance(port, int) or port in ports
+        assert ray["imagePullPolicy"] == "IfNotPresent"  # a :latest tag would default to Always
+        assert ray["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     head_ports = {p["containerPort"] for p in container(GROUPS["head"])["ports"]}
-    assert {6379, 8265, 10001, 8000} <= head_ports
+    assert {6379, 8265, 8000} <= head_ports
+    assert CLUSTER["autoscalerOptions"]["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 def test_the_ray_image_is_the_serving_image_with_the_ray_lock() -> None:
@@ -156,6 +158,94 @@ def test_the_ray_image_is_the_serving_image_with_the_ray_lock() -> None:
 
 
 # --- the image, run as KubeRay runs it ---------------------------------------------------------------------------
+# What KubeRay 1.7.0 adds to a pod template (ray-operator/controllers/ray/common/pod.go): the `ray start` command
+# (setMissingRayStartParams, generateRayStartCommand, convertParamMap), environment variables (setContainerEnvVars)
+# and the probes it fills in where the template has none (initLivenessAndReadinessProbe, for Ray 2.53 and later).
+# Not emulated: the autoscaler sidecar, the init container waiting for the GCS, and the Services.
+
+AGENT_PORT = 52365  # utils.DefaultDashboardAgentListenPort
+
+
+def kuberay_params(group: dict[str, Any], head: str | None) -> dict[str, str]:
+    """The group's rayStartParams as KubeRay completes them; `head` is the head's address for a worker."""
+    params = dict(group["rayStartParams"])
+    limits = container(group)["resources"].get("limits", {})
+    if head is None:
+        params.setdefault("dashboard-host", "0.0.0.0")
+        if CLUSTER.get("enableInTreeAutoscaling"):
+            params["no-monitor"] = "true"  # the autoscaler sidecar replaces Ray's monitor
+    else:
+        params.setdefault("address", f"{head}:6379")
+    params.setdefault("metrics-export-port", "8080")
+    params["block"] = "true"
+    params.setdefault("dashboard-agent-listen-port", str(AGENT_PORT))
+    if "memory" in limits:
+        params.setdefault("memory", str(quantity_bytes(limits["memory"])))
+    return params
+
+
+def kuberay_command(group: dict[str, Any], head: str | None) -> list[str]:
+    params = kuberay_params(group, head)
+    flags = [f"--{k}" if params[k].lower() == "true" else f"--{k}={params[k]}" for k in sorted(params)]
+    start = " ".join(["ray", "start", *(["--head"] if head is None else []), *flags])
+    return ["/bin/bash", "-c", "--", f"ulimit -n ${{RAY_START_ULIMIT_OPEN_FILES:-65536}}; {start}"]
+
+
+def kuberay_env(group: dict[str, Any], head: str | None) -> dict[str, str]:
+    env = {
+        "RAY_PORT": "6379",
+        "RAY_TIMEOUT_MS_TASK_WAIT_FOR_DEATH_INFO": "0",  # these three for RayService clusters only
+        "RAY_GCS_SERVER_REQUEST_TIMEOUT_SECONDS": "5",
+        "RAY_SERVE_KV_TIMEOUT_S": "5",
+        "RAY_ADDRESS": f"{head or '127.0.0.1'}:6379",
+        "RAY_USAGE_STATS_KUBERAY_IN_USE": "1",
+        "RAY_DASHBOARD_ENABLE_K8S_DISK_USAGE": "1",
+    }
+    return {**env, **{e["name"]: e["value"] for e in container(group)["env"]}}  # the template's own win
+
+
+def kuberay_probes(group: dict[str, Any], worker: bool) -> dict[str, dict[str, Any]]:
+    """The container's readiness and liveness probes once KubeRay has filled in those the template lacks."""
+    ray = container(group)
+    default = {"httpGet": {"path": "/api/healthz", "port": AGENT_PORT}, "timeoutSeconds": 2 if worker else 5}
+    probes = {}
+    for probe in ("readinessProbe", "livenessProbe"):
+        if probe in ray:
+            probes[probe] = ray[probe]
+        elif probe == "readinessProbe" and worker:
+            probes[probe] = {"exec": "wget ... -/healthz"}  # a RayService worker's default: wget, absent here
+        else:
+            probes[probe] = default
+    return probes
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity in binary units (3Gi, 512Mi) in bytes."""
+    number, unit = re.fullmatch(r"(\d+)(Gi|Mi)", quantity).groups()  # type: ignore[union-attr]
+    return int(number) * {"Gi": 1 << 30, "Mi": 1 << 20}[unit]
+
+
+def test_every_probe_kuberay_runs_is_http_and_the_workers_readiness_follows_the_proxy() -> None:
+    """The image has no wget: no probe may fall back to KubeRay's wget check (tested below on the image)."""
+    for name, group in GROUPS.items():
+        for probe, spec in kuberay_probes(group, worker=name != "head").items():
+            assert "httpGet" in spec, f"{name} {probe}: {spec}"
+            port = spec["httpGet"]["port"]
+            named = {p["name"] for p in container(group)["ports"]}
+            assert port == AGENT_PORT or port in named, f"{name} {probe}: no port {port!r}"
+    (workers,) = CLUSTER["workerGroupSpecs"]
+    readiness = container(workers)["readinessProbe"]
+    assert readiness["httpGet"] == {"path": "/-/healthz", "port": "serve"}
+    assert readiness["timeoutSeconds"] == 2 and readiness["failureThreshold"] == 1  # KubeRay's own worker check's
+
+
+def test_kuberay_would_start_ray_with_the_manifests_parameters() -> None:
+    head, (workers,) = CLUSTER["headGroupSpec"], CLUSTER["workerGroupSpecs"]
+    command = kuberay_command(head, None)[-1]
+    assert "ray start --head --block --dashboard-agent-listen-port=52365 --dashboard-host=0.0.0.0" in command
+    assert "--memory=3221225472" in command and "--no-monitor" in command and "--num-cpus=0" in command
+    assert "--address=10.0.0.9:6379" in kuberay_command(workers, "10.0.0.9")[-1]
+    assert "--num-cpus=1" in kuberay_command(workers, "10.0.0.9")[-1]
 
 
 @dataclass
@@ -163,6 +253,7 @@ class Node:
     name: str
     address: str
     group: dict[str, Any]
+    worker: bool
 
     def url(self, port: int | str) -> str:
         ports = {p["name"]: p["containerPort"] for p in container(self.group)["ports"]}
@@ -175,33 +266,25 @@ def docker(env: dict[str, str], *args: str, timeout: float = 120) -> str:
     return result.stdout
 
 
-def ray_start(group: dict[str, Any], *first: str) -> list[str]:
-    """The `ray start` KubeRay runs for a group: its rayStartParams as flags, blocking."""
-    params = [f"--{key}={value}" for key, value in group["rayStartParams"].items()]
-    return ["ray", "start", *first, *params, "--block"]
-
-
-def docker_size(quantity: str) -> str:
-    """A Kubernetes memory quantity (3Gi, 512Mi) as docker's (3g, 512m: both binary units)."""
-    number, unit = re.fullmatch(r"(\d+)(Gi|Mi)", quantity).groups()  # type: ignore[union-attr]
-    return number + unit[0].lower()
-
-
-def run_node(env: dict[str, str], name: str, group: dict[str, Any], artifacts: Path, command: list[str]) -> Node:
-    """A container as the pod template describes it: its user, read-only root, writable /tmp, shared memory, the
-    artifacts read-only at their mount path, its environment and memory limit."""
+def run_node(env: dict[str, str], name: str, group: dict[str, Any], artifacts: Path, head: str | None) -> Node:
+    """A container as the pod KubeRay makes of the template: its command and environment, the template's user,
+    read-only root, dropped capabilities, writable /tmp, shared memory of the template's size, memory limit, and
+    the artifacts read-only at their mount path."""
     pod, ray = group["template"]["spec"], container(group)
-    mount = next(m for m in ray["volumeMounts"] if m["name"] == "artifacts")
+    mounts = {m["name"]: m["mountPath"] for m in ray["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    shm = next(volumes[n]["emptyDir"]["sizeLimit"] for n, path in mounts.items() if path == "/dev/shm")
     argv = ["run", "--detach", "--name", name, "--user", str(pod["securityContext"]["runAsUser"]), "--read-only"]
-    memory = docker_size(ray["resources"]["limits"]["memory"])
-    argv += ["--tmpfs", "/tmp:rw,exec,mode=1777", "--shm-size", "1g", "--memory", memory]
-    argv += ["--volume", f"{artifacts}:{mount['mountPath']}:ro"]
-    for variable in ray["env"]:
-        argv += ["--env", f"{variable['name']}={variable['value']}"]
+    argv += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+    argv += ["--tmpfs", "/tmp:rw,exec,mode=1777", "--shm-size", str(quantity_bytes(shm))]
+    argv += ["--memory", str(quantity_bytes(ray["resources"]["limits"]["memory"]))]
+    argv += ["--volume", f"{artifacts}:{mounts['artifacts']}:ro"]
+    for variable, value in kuberay_env(group, head).items():
+        argv += ["--env", f"{variable}={value}"]
     docker(env, "rm", "--force", name)
-    docker(env, *argv, ray["image"], *command)
+    docker(env, *argv, "--entrypoint", "", ray["image"], *kuberay_command(group, head))
     address = json.loads(docker(env, "inspect", name))[0]["NetworkSettings"]["IPAddress"]
-    return Node(name, address, group)
+    return Node(name, address, group, worker=head is not None)
 
 
 def wait_for(what: str, check: Any, timeout: float) -> float:
@@ -218,8 +301,11 @@ def wait_for(what: str, check: Any, timeout: float) -> float:
 
 
 def probe_passes(node: Node, probe: str) -> bool:
-    get = container(node.group)[probe]["httpGet"]
-    return httpx.get(node.url(get["port"]) + get["path"], timeout=5).status_code == 200
+    """The probe as the kubelet runs it: a 2xx or 3xx within its timeout (1 s when the probe sets none)."""
+    spec = kuberay_probes(node.group, node.worker)[probe]
+    get = spec["httpGet"]
+    answer = httpx.get(node.url(get["port"]) + get["path"], timeout=spec.get("timeoutSeconds", 1))
+    return 200 <= answer.status_code < 400
 
 
 def application_status(head: Node) -> str:
@@ -258,11 +344,9 @@ def nodes(docker_env: dict[str, str], artifacts: Path) -> Iterator[tuple[Node, N
     names = ("sae-rayservice-head", "sae-rayservice-worker")
     try:
         head_group, (worker_group,) = CLUSTER["headGroupSpec"], CLUSTER["workerGroupSpecs"]
-        head = run_node(docker_env, names[0], head_group, artifacts, ray_start(head_group, "--head"))
-        wait_for("the head's GCS (its readiness probe)", lambda: probe_passes(head, "readinessProbe"), 120)
-        worker = run_node(
-            docker_env, names[1], worker_group, artifacts, ray_start(worker_group, f"--address={head.address}:6379")
-        )
+        head = run_node(docker_env, names[0], head_group, artifacts, None)
+        wait_for("the head ready (its readiness probe)", lambda: probe_passes(head, "readinessProbe"), 120)
+        worker = run_node(docker_env, names[1], worker_group, artifacts, head.address)
         started = time.monotonic()
         submit(head, serve_config())
         wait_for("the application RUNNING", lambda: application_status(head) == "RUNNING", 300)
@@ -281,10 +365,17 @@ def digits() -> np.ndarray:
 
 @pytest.mark.slow
 @pytest.mark.docker
-def test_every_probe_of_the_manifest_passes_once_serving(nodes: tuple[Node, Node]) -> None:
+def test_every_probe_kuberay_would_run_passes_once_serving_and_the_image_has_no_wget(
+    docker_env: dict[str, str], nodes: tuple[Node, Node]
+) -> None:
     for node in nodes:
         for probe in ("readinessProbe", "livenessProbe"):
             wait_for(f"{node.name}'s {probe}", lambda node=node, probe=probe: probe_passes(node, probe), 60)
+    # Why the worker's readiness probe is the manifest's: KubeRay's default would call wget.
+    found = subprocess.run(
+        ["docker", "exec", nodes[1].name, "sh", "-c", "command -v wget"], env=docker_env, capture_output=True
+    )
+    assert found.returncode != 0
 
 
 @pytest.mark.slow
