@@ -36,6 +36,7 @@ class Recipe:
     teacher_epochs: int = 0
     teacher_channels: int = 32
     teacher_lr: float = 1e-3
+    teacher_optimizer: str = "adamw"  # the teacher's own, whatever the student's optimizer
     teacher_arch: str = "conv"  # teacher.TEACHERS: "conv" (two 5x5 convolutions) or "bn" (four 3x3, batch-normalised)
     distill_weight: float = 0.0
     distill_temperature: float = 4.0

@@ -2,6 +2,8 @@
 targets for the autoencoder's classifier (Hinton et al. 2015). Only the 784-400-256-10 student is saved or served.
 """
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -78,7 +80,8 @@ def train_teacher(
     generator: torch.Generator,
     max_batches: int | None = None,
 ) -> tuple[nn.Module, StageHistory]:
-    """Train the recipe's teacher on the same (augmented) training images as the student, with its optimizer."""
+    """Train the recipe's teacher on the same (augmented) training images as the student, with its own optimizer
+    (teacher_optimizer) and the recipe's batches and schedule."""
     teacher = make_teacher(recipe.teacher_arch, recipe.teacher_channels, classes).to(x.device)
 
     def step(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,7 +90,8 @@ def train_teacher(
         return F.cross_entropy(logits, target), (logits.argmax(1) == target).sum()
 
     teacher.train()
-    config = StageConfig("teacher", recipe.teacher_epochs, recipe.teacher_lr, recipe, max_batches=max_batches)
+    own = replace(recipe, optimizer=recipe.teacher_optimizer)
+    config = StageConfig("teacher", recipe.teacher_epochs, recipe.teacher_lr, own, max_batches=max_batches)
     history = run_stage(config, teacher.parameters(), step, len(x), generator, x.device)
     teacher.eval()
     return teacher, history

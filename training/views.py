@@ -69,6 +69,7 @@ def build_views(teacher: nn.Module, x: torch.Tensor, recipe: Recipe, seeds: list
 STUDENT_ONLY = frozenset(
     {
         "name",
+        "optimizer",  # the teacher trains with teacher_optimizer
         "finetune_lr",
         "finetune_epochs",
         "dropout",
