@@ -43,6 +43,11 @@ class Recipe:
     # 0: the teacher labels each clean training image once, and its augmented copies take those targets. N > 0:
     # consistent views (views.py): the teacher labels N augmented views of every image, which fine-tuning replays.
     distill_views: int = 0
+    # Or live (for a GPU, where the teacher's pass costs little): the teacher labels every batch as the student sees
+    # it, and with distill_mixup > 0 each batch is first mixed with a shuffled copy of itself, Beta(a, a) weights
+    # (Beyer et al.'s function matching).
+    distill_live: bool = False
+    distill_mixup: float = 0.0
     # Held out of the training images (stratified, chosen by the seed): the temperature and the in-distribution
     # threshold are fitted on it, so the test set is only measured. At most a tenth of the training set.
     validation_images: int = 5000

@@ -113,26 +113,44 @@ def finetune(
     max_batches: int | None = None,
     teacher_logits: torch.Tensor | None = None,
     views: ViewBank | None = None,
+    teacher: nn.Module | None = None,
 ) -> StageHistory:
     """Supervised NLL training of the encoders and the head; the decoders are left as pretrained.
 
     With `teacher_logits` (a teacher's logits for every row of `x`), the loss mixes in distillation towards them,
     weighted by the recipe's distill_weight; an augmented image takes its original's soft targets. With `views`
     instead (views.py), each row of a batch is one of its image's stored views, with the teacher's logits for that
-    very view, and nothing is augmented further.
+    very view, and nothing is augmented further. With `teacher` (a live one), it labels each batch as the student
+    sees it, mixed first when the recipe has distill_mixup.
     """
+    beta = torch.distributions.Beta(recipe.distill_mixup, recipe.distill_mixup) if recipe.distill_mixup else None
+    if teacher is not None:
+        teacher.eval()
 
     def step(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         soft_targets = None
+        target = y[indices]
         if views is not None:
             images, soft_targets = views.batch(indices, generator)
         else:
             images = augment(x[indices], recipe, generator)
             if teacher_logits is not None:
                 soft_targets = teacher_logits[indices]
+        weight, partner = None, None
+        if teacher is not None:
+            if beta is not None:
+                weight = beta.sample((len(indices), 1)).to(images.device)  # (B, 1), from torch's global generator
+                partner = torch.randperm(len(indices), generator=generator).to(images.device)
+                images = weight * images + (1 - weight) * images[partner]
+            with torch.no_grad():
+                soft_targets = teacher(images)
         log_probs = model.classify(images)  # (B, 10)
-        target = y[indices]
-        loss = classification_loss(log_probs, target, recipe.label_smoothing)
+        if weight is not None and partner is not None:  # the labels mixed as the images were (no smoothing)
+            w = weight.squeeze(1)
+            own = F.nll_loss(log_probs, target, reduction="none")
+            loss = (w * own + (1 - w) * F.nll_loss(log_probs, target[partner], reduction="none")).mean()
+        else:
+            loss = classification_loss(log_probs, target, recipe.label_smoothing)
         if soft_targets is not None:
             soft = distillation_loss(log_probs, soft_targets, recipe.distill_temperature)
             loss = (1 - recipe.distill_weight) * loss + recipe.distill_weight * soft

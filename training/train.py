@@ -93,9 +93,10 @@ def train(
 
     start = time.perf_counter()
     history = pretrain(model, scheme, train_x, recipe, generator, max_batches=max_batches)
-    teacher, soft_targets, views, teacher_accuracy = None, None, None, None
+    teacher, soft_targets, views, teacher_accuracy, live = None, None, None, None, None
     cache = None
-    if teacher_cache is not None and recipe.teacher_epochs and recipe.distill_views and not dry_run:
+    consistent = recipe.teacher_epochs and recipe.distill_views and not recipe.distill_live
+    if teacher_cache is not None and consistent and not dry_run:
         cache = cache_path(teacher_cache, data.md5, seed, recipe)
     cached = cache is not None and cache.exists()
     if cache is not None and cached:
@@ -105,14 +106,24 @@ def train(
             train_x, train_y, len(data.class_names), recipe, generator, max_batches=max_batches
         )
         history.append(teacher_history)
-        if recipe.distill_views:
+        if recipe.distill_live:
+            live = teacher
+        elif recipe.distill_views:
             labelled = time.perf_counter()
             views = build_views(teacher, train_x, recipe, view_seeds(seed, recipe.distill_views))
             history.append(StageHistory("teacher views", seconds=time.perf_counter() - labelled))
         else:
             soft_targets = teacher_logits(teacher, train_x)
     tuned = finetune(
-        model, train_x, train_y, recipe, generator, max_batches=max_batches, teacher_logits=soft_targets, views=views
+        model,
+        train_x,
+        train_y,
+        recipe,
+        generator,
+        max_batches=max_batches,
+        teacher_logits=soft_targets,
+        views=views,
+        teacher=live,
     )
     history.append(tuned)
     history += refit_decoders(model, train_x, recipe, generator, epochs=1 if dry_run else None, max_batches=max_batches)
@@ -125,7 +136,7 @@ def train(
         teacher_accuracy = (teacher_logits(teacher, test_x).argmax(1) == test_y).double().mean().item()
         if cache is not None and views is not None:
             save_views(cache, views, teacher_accuracy, sum(h.seconds for h in history if h.name.startswith("teacher")))
-        del teacher, soft_targets
+        del teacher, soft_targets, live
     view_seeds_used = None if views is None else views.seeds
     del views
     metrics = evaluate(model, test_x, test_y, data.class_names)

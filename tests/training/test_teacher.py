@@ -188,3 +188,57 @@ def test_a_sweep_trains_a_teacher_once_and_later_students_replay_its_cached_view
     assert cache_path(tmp_path, data.md5, 0, student) == saved
     assert cache_path(tmp_path, data.md5, 0, replace(student, optimizer="nesterov", finetune_lr=0.05)) == saved
     assert cache_path(tmp_path, data.md5, 0, replace(taught, teacher_optimizer="nesterov")) != saved
+
+
+def test_a_live_teacher_labels_each_batch_as_the_student_sees_it(tiny_data_dir: Path) -> None:
+    """The live mode (for a GPU) teaches what stored views do: the teacher's answer for the very image seen."""
+    data = load_dataset("mnist")
+    x, y = to_model_input(data.train_images), data.train_labels
+    torch.manual_seed(0)
+    teacher = torch.nn.Linear(784, 10)
+    with torch.no_grad():
+        teacher.weight.mul_(20.0)
+    recipe = replace(FAST, max_shift=3, max_rotation=30.0, distill_weight=1.0, distill_temperature=2.0)
+    fresh = draw_view(x, recipe, 12345).float()
+    with torch.no_grad():
+        answers = teacher(fresh).argmax(1)
+        clean_targets = teacher(x)
+    agreement = {}
+    for name, taught in (("live", {"teacher": teacher}), ("clean", {"teacher_logits": clean_targets})):
+        torch.manual_seed(0)
+        model = StackedAutoencoder(SAEConfig())
+        gen = torch.Generator().manual_seed(0)
+        pretrain(model, "greedy", x, FAST, gen)
+        finetune(model, x, y, recipe, gen, epochs=15, **taught)  # type: ignore[arg-type]
+        with torch.no_grad():
+            agreement[name] = (model.classify(fresh).argmax(1) == answers).float().mean().item()
+    assert agreement["live"] > agreement["clean"] + 0.1, agreement
+
+
+def test_mixup_gives_the_live_teacher_mixtures_of_two_images(tiny_data_dir: Path) -> None:
+    data = load_dataset("mnist")
+    x, y = to_model_input(data.train_images), data.train_labels
+    seen: list[torch.Tensor] = []
+
+    class Recording(torch.nn.Module):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            seen.append(images.clone())
+            return torch.zeros(len(images), 10)
+
+    model = StackedAutoencoder(SAEConfig())
+    recipe = replace(FAST, distill_weight=0.5, distill_mixup=0.4)
+    finetune(model, x, y, recipe, torch.Generator().manual_seed(0), epochs=1, teacher=Recording())
+    batch = seen[0]
+    originals = x.view(len(x), 1, -1)
+    # No row is one of the training images: each is a blend of two (the recipe has no other augmentation).
+    exact = (batch.view(1, len(batch), -1) - originals).abs().amax(2).min(0).values
+    assert (exact > 1e-3).float().mean().item() > 0.9
+    assert batch.min().item() >= 0.0 and batch.max().item() <= 1.0
+
+
+def test_a_recipe_with_a_live_teacher_trains_it_and_stores_no_views(tiny_data_dir: Path) -> None:
+    data = load_dataset("mnist")
+    live = replace(FAST, teacher_epochs=2, teacher_channels=4, distill_weight=0.5, distill_live=True, distill_mixup=0.2)
+    result = train(data, "greedy", live, 0, torch.device("cpu"))
+    assert [h.name for h in result.history][2:] == ["teacher", "fine-tune", "refit decoders"]
+    assert "teacher_view_seeds" not in result.card.provenance and result.card.recipe["distill_live"] is True
