@@ -14,6 +14,7 @@ class Recipe:
     pretrain_epochs: int  # per greedy stage; the whole end-to-end run
     finetune_epochs: int
     schedule: str = "constant"  # or "onecycle"
+    finetune_optimizer: str = ""  # fine-tuning's, when it differs from the pretraining's `optimizer`
     weight_decay: float = 0.0
     masking_noise: float = 0.0  # share of input pixels zeroed while pretraining (denoising)
     input_dropout: float = 0.0

@@ -1,6 +1,7 @@
 """Pretraining schemes (greedy, end-to-end, none) and supervised fine-tuning, all on in-memory tensors."""
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -158,9 +159,8 @@ def finetune(
 
     model.train()
     epochs = recipe.finetune_epochs if epochs is None else epochs
-    config = StageConfig(
-        "fine-tune", epochs, recipe.finetune_lr, recipe, max_batches=max_batches, ema_decay=recipe.ema_decay
-    )
+    own = replace(recipe, optimizer=recipe.finetune_optimizer or recipe.optimizer)
+    config = StageConfig("fine-tune", epochs, recipe.finetune_lr, own, max_batches=max_batches, ema_decay=own.ema_decay)
     history = train_modules(config, [*model.encoders, model.head], step, x, generator)
     model.eval()
     return history

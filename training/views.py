@@ -69,7 +69,8 @@ def build_views(teacher: nn.Module, x: torch.Tensor, recipe: Recipe, seeds: list
 STUDENT_ONLY = frozenset(
     {
         "name",
-        "optimizer",  # the teacher trains with teacher_optimizer
+        "optimizer",  # pretraining's (its draws do not depend on it); the teacher trains with teacher_optimizer
+        "finetune_optimizer",
         "finetune_lr",
         "finetune_epochs",
         "dropout",

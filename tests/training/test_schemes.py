@@ -156,3 +156,26 @@ def test_elastic_settings_compare_by_their_rms_displacement_in_pixels() -> None:
     assert elastic_rms(20.0, 4.0) == pytest.approx(1.42, abs=0.05)
     assert elastic_rms(17.0, 4.0) == pytest.approx(elastic_rms(34.0, 4.0) / 2, rel=1e-4)  # linear in alpha
     assert elastic_rms(34.0, 8.0) < elastic_rms(34.0, 4.0)  # smoother fields move pixels less
+
+
+def test_fine_tuning_takes_its_own_optimizer_when_the_recipe_names_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.loop
+
+    made: list[str] = []
+    original = training.loop.make_optimizer
+
+    def recording(parameters, recipe, lr):  # type: ignore[no-untyped-def]
+        made.append(recipe.optimizer)
+        return original(parameters, recipe, lr)
+
+    monkeypatch.setattr(training.loop, "make_optimizer", recording)
+    x, y = torch.rand(64, 784), torch.randint(0, 10, (64,))
+    recipe = replace(FAST, finetune_optimizer="nesterov", finetune_lr=0.05, pretrain_epochs=1)
+    model = StackedAutoencoder(SAEConfig())
+    gen = torch.Generator().manual_seed(0)
+    pretrain(model, "greedy", x, recipe, gen)
+    finetune(model, x, y, recipe, gen, epochs=1)
+    assert made == ["adamw", "adamw", "nesterov"]
+    optimizer = original(model.head.parameters(), replace(FAST, optimizer="nesterov"), 0.05)
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["nesterov"] is True
+    assert optimizer.defaults["momentum"] == 0.9
