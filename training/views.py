@@ -80,6 +80,8 @@ STUDENT_ONLY = frozenset(
         "refit_decoder_epochs",
         "distill_weight",
         "distill_temperature",
+        "distill_live",  # a live teacher keeps no views
+        "distill_mixup",
     }
 )
 
