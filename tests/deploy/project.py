@@ -8,8 +8,13 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import httpx
+import numpy as np
+from fastapi.testclient import TestClient
+
 from service.app import create_app
 from service.core.settings import Settings
+from tests.service.apps import make_settings
 from training.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,3 +57,20 @@ def compose_config(*files: str) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = json.loads(result.stdout)
     return config
+
+
+def answers_as_alone(artifacts: Path, images: np.ndarray, urls: list[str], atol: float) -> None:
+    """/classify through each URL gives the labels and probabilities (within atol) of the service in this process,
+    serving `artifacts`, for the same raw images."""
+    raw = {"Content-Type": "application/octet-stream"}
+    with TestClient(create_app(make_settings(artifacts))) as alone:
+        expected = alone.post("/classify?top_k=1", content=images.tobytes(), headers=raw).json()["predictions"]
+    for url in urls:
+        answer = httpx.post(f"{url}/classify?top_k=1", content=images.tobytes(), headers=raw, timeout=60)
+        assert answer.status_code == 200, answer.text
+        predictions = answer.json()["predictions"]
+        assert [p["label"] for p in predictions] == [p["label"] for p in expected], url
+        for got, want in zip(predictions, expected, strict=True):
+            np.testing.assert_allclose(
+                list(got["probabilities"].values()), list(want["probabilities"].values()), atol=atol
+            )

@@ -13,14 +13,12 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from fastapi.testclient import TestClient
 
 from bench.cluster.netns import ROOT, Cluster
 from bench.serving.httpload import load
-from service.app import create_app
 from tests.checkpoints import write_tiny_artifacts
+from tests.deploy.project import answers_as_alone
 from tests.images import digit_like
-from tests.service.apps import make_settings
 
 pytestmark = pytest.mark.slow
 RAW = {"Content-Type": "application/octet-stream"}
@@ -60,20 +58,10 @@ def cluster(artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def test_answers_through_two_nodes_proxies_equal_the_single_process_services(cluster: Cluster, artifacts: Path) -> None:
-    images = np.stack([digit_like(seed) for seed in range(8)])
-    with TestClient(create_app(make_settings(artifacts))) as alone:
-        expected = alone.post("/classify?top_k=1", content=images.tobytes(), headers=RAW).json()["predictions"]
     serving = cluster.serving_nodes()
     assert len(serving) == 2
-    for node in serving:  # two different nodes' proxies
-        answer = httpx.post(f"{node.url}/classify?top_k=1", content=images.tobytes(), headers=RAW, timeout=30)
-        assert answer.status_code == 200, answer.text
-        predictions = answer.json()["predictions"]
-        assert [p["label"] for p in predictions] == [p["label"] for p in expected]
-        for got, want in zip(predictions, expected, strict=True):
-            np.testing.assert_allclose(
-                list(got["probabilities"].values()), list(want["probabilities"].values()), atol=1e-6
-            )
+    images = np.stack([digit_like(seed) for seed in range(8)])
+    answers_as_alone(artifacts, images, [node.url for node in serving], atol=1e-6)  # two different nodes' proxies
 
 
 def test_replicas_land_on_distinct_nodes(cluster: Cluster) -> None:

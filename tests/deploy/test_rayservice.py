@@ -26,13 +26,10 @@ import kubernetes_validate
 import numpy as np
 import pytest
 import yaml
-from fastapi.testclient import TestClient
 
-from service.app import create_app
 from tests.deploy.figures import FIGURES
-from tests.deploy.project import ROOT
+from tests.deploy.project import ROOT, answers_as_alone
 from tests.deploy.test_kubernetes import KUBERNETES_VERSION
-from tests.service.apps import make_settings
 from training.data import load_dataset
 
 MANIFEST = yaml.safe_load((ROOT / "deploy" / "ray" / "rayservice.yaml").read_text())
@@ -383,17 +380,8 @@ def test_every_probe_kuberay_would_run_passes_once_serving_and_the_image_has_no_
 def test_both_nodes_proxies_answer_as_the_service_in_this_process(
     nodes: tuple[Node, Node], artifacts: Path, digits: np.ndarray
 ) -> None:
-    with TestClient(create_app(make_settings(artifacts))) as alone:
-        expected = alone.post("/classify?top_k=1", content=digits.tobytes(), headers=RAW).json()["predictions"]
-    for node in nodes:  # the head's proxy routes to the worker's replica; the worker's proxy to its own
-        answer = httpx.post(node.url("serve") + "/classify?top_k=1", content=digits.tobytes(), headers=RAW, timeout=60)
-        assert answer.status_code == 200, answer.text
-        predictions = answer.json()["predictions"]
-        assert [p["label"] for p in predictions] == [p["label"] for p in expected]
-        for got, want in zip(predictions, expected, strict=True):
-            np.testing.assert_allclose(
-                list(got["probabilities"].values()), list(want["probabilities"].values()), atol=1e-5
-            )
+    # The head's proxy routes to the worker's replica; the worker's proxy to its own.
+    answers_as_alone(artifacts, digits, [node.url("serve") for node in nodes], atol=1e-5)
 
 
 @pytest.mark.slow
