@@ -39,7 +39,6 @@ DOCKERFILE = (ROOT / "deploy" / "ray" / "Dockerfile").read_text()
 SPEC = MANIFEST["spec"]
 CLUSTER = SPEC["rayClusterConfig"]
 GROUPS = {"head": CLUSTER["headGroupSpec"], **{g["groupName"]: g for g in CLUSTER["workerGroupSpecs"]}}
-RAW = {"Content-Type": "application/octet-stream"}
 
 
 def schema_errors(manifest: dict[str, Any]) -> list[str]:
