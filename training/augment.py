@@ -2,6 +2,7 @@
 
 import math
 from dataclasses import replace
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -16,14 +17,25 @@ def gaussian_kernel(sigma: float, device: torch.device) -> torch.Tensor:
     return kernel / kernel.sum()
 
 
+@lru_cache(maxsize=8)
+def smoothing_matrix(sigma: float, size: int, device: torch.device) -> torch.Tensor:
+    """(size, size) S with S @ v equal to v convolved with gaussian_kernel(sigma) under reflect padding: the
+    convolution of the identity's columns. A 28x28 product smooths a field ~10x faster than a 25-tap convolution."""
+    kernel = gaussian_kernel(sigma, device)
+    pad = len(kernel) // 2
+    if pad >= size:  # reflect padding needs pad < size; a kernel this wide is flat over the image anyway
+        raise ValueError(f"elastic_sigma {sigma} is too wide for a {size}-pixel image (at most {(size - 1) / 3:.1f})")
+    identity = torch.eye(size, device=device).view(size, 1, size)  # each row a unit signal
+    columns = F.conv1d(F.pad(identity, (pad, pad), mode="reflect"), kernel.view(1, 1, -1))  # (size, 1, size)
+    return columns.view(size, size).T.contiguous()
+
+
 def elastic_field(b: int, recipe: Recipe, generator: torch.Generator, device: torch.device) -> torch.Tensor:
     """Simard et al.'s elastic distortion: a random displacement per pixel, smoothed by a Gaussian of
     `elastic_sigma` pixels and scaled by `elastic_alpha`, as a (B, 28, 28, 2) offset in grid units."""
-    field = (torch.rand(b * 2, 1, 28, 28, generator=generator) * 2 - 1).to(device)
-    kernel = gaussian_kernel(recipe.elastic_sigma, device)
-    pad = len(kernel) // 2
-    field = F.conv2d(F.pad(field, (pad, pad, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
-    field = F.conv2d(F.pad(field, (0, 0, pad, pad), mode="reflect"), kernel.view(1, 1, -1, 1))
+    field = (torch.rand(b * 2, 28, 28, generator=generator) * 2 - 1).to(device)
+    smoothing = smoothing_matrix(recipe.elastic_sigma, 28, device)
+    field = smoothing @ field @ smoothing.T  # along columns, then rows
     return (field.view(b, 2, 28, 28) * recipe.elastic_alpha * (2.0 / 28)).permute(0, 2, 3, 1)
 
 
