@@ -47,7 +47,7 @@ def _train_one(args: argparse.Namespace, name: str, scheme: str) -> TrainResult:
     return train(
         data,
         scheme,
-        recipe_for(args.recipe, name),
+        recipe_for(args.recipe or "default", name),
         args.seed,
         resolve_device(args.device),
         finetune_epochs=args.epochs,
@@ -65,6 +65,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.if_missing:
             try:
                 checkpoint = load_checkpoint(directory)
+                if args.recipe is not None and checkpoint.card.recipe_name != args.recipe:
+                    raise CheckpointError(
+                        f"its newest version, {checkpoint.path.name}, was trained by recipe "
+                        f"{checkpoint.card.recipe_name!r}, not {args.recipe!r}"
+                    )
                 print(f"{name}: checkpoint in {directory} is present and verified; not retraining")
                 if checkpoint.card.graph is None:
                     add_graph(checkpoint.path)
@@ -192,7 +197,7 @@ def _mean_sd(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
 
 def cmd_ablation(args: argparse.Namespace) -> int:
     """Every data set x recipe x scheme, over each seed; a row each with the mean ± standard deviation."""
-    args.recipes = args.recipes or [args.recipe]
+    args.recipes = args.recipes or [args.recipe or "default"]
     args.seeds = args.seeds or [args.seed]
     rows = []
     for name in _datasets(args.dataset):
@@ -250,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fetch)
 
     def training_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--recipe", choices=list(RECIPES), default="default", help="training recipe (default: default)")
+        p.add_argument("--recipe", choices=list(RECIPES), default=None, help="training recipe (default: default)")
         p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default: the recipe's)")
         p.add_argument(
             "--pretrain-epochs", type=int, default=None, help="epochs per pretraining stage (default: the recipe's)"
@@ -272,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="artifacts folder (default: $SAE_ARTIFACTS_DIR or ./artifacts; a temporary one for --dry-run)",
     )
     p.add_argument(
-        "--if-missing", action="store_true", help="skip data sets whose newest version is present and verifies"
+        "--if-missing",
+        action="store_true",
+        help="skip data sets whose newest version is present and verifies (and, with --recipe, was trained by it)",
     )
     # Without --out: the folder `sae-serve` loads from, read from the same variable.
     p.set_defaults(func=cmd_train, artifacts_dir=settings.artifacts_dir)

@@ -48,6 +48,21 @@ def test_if_missing_keeps_a_verified_checkpoint(
     assert sorted(p.name for p in (out / "mnist").iterdir()) == ["1"]
 
 
+def test_if_missing_with_a_recipe_trains_when_the_newest_version_is_another_recipes(
+    tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`make run RECIPE=best`: a `default` checkpoint is not what was asked for, so `best` becomes the newest."""
+    out = tmp_path / "artifacts"
+    args = ["train", "--dataset", "mnist", "--dry-run", "--out", str(out), "--device", "cpu", "--if-missing"]
+    assert main(args) == 0
+    assert main([*args, "--recipe", "best"]) == 0
+    assert "was trained by recipe 'default', not 'best'" in capsys.readouterr().out
+    assert load_checkpoint(out / "mnist").card.recipe_name == "best"
+    assert main([*args, "--recipe", "best"]) == 0 and main(args) == 0  # the newest is kept by either
+    assert capsys.readouterr().out.count("present and verified; not retraining") == 2
+    assert sorted(p.name for p in (out / "mnist").iterdir()) == ["1", "2"]
+
+
 def test_train_writes_where_the_service_reads(
     tiny_artifacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
