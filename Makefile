@@ -47,8 +47,10 @@ lock: $(STAMP)
 data: install
 	$(BIN)/sae-train fetch --dataset all $(if $(filter 0,$(shell id -u)),--apt-update)
 
+# RECIPE=best (or seed) trains that recipe where the newest version is not already its, so `make run RECIPE=best`
+# serves the best models; without RECIPE, any verified checkpoint is kept.
 models: data
-	$(BIN)/sae-train train --dataset all --if-missing
+	$(BIN)/sae-train train --dataset all --if-missing $(if $(RECIPE),--recipe $(RECIPE))
 
 run: models
 	$(BIN)/sae-serve
