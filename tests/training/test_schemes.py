@@ -140,6 +140,13 @@ def test_each_data_set_gets_its_own_default_recipe() -> None:
     assert recipe_for("seed", "fashion-mnist") == recipe_for("seed", "mnist") == SEED
 
 
+@pytest.mark.parametrize("name", ["default", "best"])
+def test_garments_are_not_given_the_digits_geometric_distortions(name: str) -> None:
+    """The garment recipes derive from the digit ones: a distortion added for digits must not leak into them."""
+    garments = recipe_for(name, "fashion-mnist")
+    assert (garments.max_shift, garments.max_rotation, garments.max_scale, garments.elastic_alpha) == (0, 0.0, 0.0, 0.0)
+
+
 def test_same_seed_gives_the_same_metrics(tiny_data_dir: Path) -> None:
     data = load_dataset("mnist")
     runs = [train(data, "greedy", FAST, 7, torch.device("cpu"), finetune_epochs=1, pretrain_epochs=1) for _ in range(2)]
