@@ -68,7 +68,7 @@ SEED = Recipe(
 )
 
 # Adam with a one-cycle schedule converges in a fraction of SGD's epochs; one denoising epoch per
-# stage is enough pretraining. Digits gain from shifts, small rotations, 10% zoom and light dropout, chosen on the
+# stage is enough pretraining. Digits gain from shifts, small rotations and light dropout, chosen on the
 # validation split against the variants tried beside it (docs/training.md, "How the recipes were chosen").
 DEFAULT = Recipe(
     name="default",
@@ -84,7 +84,6 @@ DEFAULT = Recipe(
     dropout=0.1,
     max_shift=2,
     max_rotation=10.0,
-    max_scale=0.1,
     refit_decoder_epochs=2,
 )
 
@@ -102,7 +101,6 @@ DEFAULT_FASHION = replace(
     dropout=0.0,
     max_shift=0,
     max_rotation=0.0,
-    max_scale=0.0,
     ema_decay=0.998,
 )
 

@@ -51,14 +51,14 @@ def main() -> None:
     alpha, sigma = best.elastic_alpha, best.elastic_sigma
     conv = milliseconds(lambda: convolved_field(BATCH, alpha, sigma, generator), args.repeats)
     matrix = milliseconds(lambda: elastic_field(BATCH, best, generator, torch.device("cpu")), args.repeats)
-    print(f"elastic field, convolution       {conv:6.2f}")
-    print(f"elastic field, matrix product    {matrix:6.2f}   ({conv / matrix:.1f}x)")
+    print(f"{'elastic field, convolution':<34}{conv:6.2f}")
+    print(f"{'elastic field, matrix product':<34}{matrix:6.2f}   ({conv / matrix:.1f}x)")
     x = torch.rand(BATCH, 784, generator=generator)
     for dataset in ("mnist", "fashion-mnist"):
         for name in ("default", "best"):
             recipe = recipe_for(name, dataset)
             cost = milliseconds(lambda recipe=recipe: augment(x, recipe, generator), args.repeats)
-            print(f"augment(), {dataset} {name:<8}{cost:8.2f}")
+            print(f"{f'augment(), {dataset} {name}':<34}{cost:6.2f}")
     model = StackedAutoencoder(SAEConfig(dropout=0.1))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     y = torch.randint(0, 10, (BATCH,), generator=generator)
@@ -69,7 +69,7 @@ def main() -> None:
         loss.backward()
         optimizer.step()
 
-    print(f"one training step (AdamW)        {milliseconds(step, args.repeats):6.2f}")
+    print(f"{'one training step (AdamW)':<34}{milliseconds(step, args.repeats):6.2f}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ rate (training/ood.py):
 For each model and score it prints the AUROC of the other data set's test images against the model's own, the
 false-flag rate on the model's own test images, and the flag rate on each foreign set, as OpenOOD reports them.
 
-    .venv/bin/python -m bench.training.ood_bench [--artifacts artifacts] [--k 50]
+    .venv/bin/python -m bench.training.ood_bench [--artifacts artifacts] [--k 50] [--dataset mnist fashion-mnist]
 """
 
 import argparse
@@ -140,9 +140,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifacts", type=Path, default=ROOT / "artifacts", help="trained checkpoints")
     parser.add_argument("--k", type=int, default=50, help="the neighbour whose distance the knn score takes")
+    parser.add_argument(
+        "--dataset", nargs="+", choices=list(OTHER), default=list(OTHER), help="which models to measure (default: both)"
+    )
     args = parser.parse_args()
     print(f"threshold: the validation split's {100 * (1 - FALSE_FLAGS):.0f}th percentile of each score")
-    for name in ("mnist", "fashion-mnist"):
+    for name in args.dataset:
         checkpoint = load_checkpoint(args.artifacts / name)
         model = checkpoint.model.eval()
         if checkpoint.card.ood is None:
