@@ -20,7 +20,8 @@ def gaussian_kernel(sigma: float, device: torch.device) -> torch.Tensor:
 @lru_cache(maxsize=8)
 def smoothing_matrix(sigma: float, size: int, device: torch.device) -> torch.Tensor:
     """(size, size) S with S @ v equal to v convolved with gaussian_kernel(sigma) under reflect padding: the
-    convolution of the identity's columns. A 28x28 product smooths a field ~10x faster than a 25-tap convolution."""
+    convolution of the identity's columns, so that a field is smoothed by two small matrix products
+    (bench/training/augment_speed.py times it against the convolution)."""
     kernel = gaussian_kernel(sigma, device)
     pad = len(kernel) // 2
     if pad >= size:  # reflect padding needs pad < size; a kernel this wide is flat over the image anyway

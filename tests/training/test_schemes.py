@@ -3,10 +3,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from models import SAEConfig, StackedAutoencoder, to_model_input
-from training.augment import augment, elastic_field, elastic_rms, erase, gaussian_kernel, smoothing_matrix
+from training.augment import augment, elastic_field, elastic_rms, erase, smoothing_matrix
 from training.data import load_dataset
 from training.recipes import DEFAULT, SEED, recipe_for
 from training.schemes import autoencoder_stage, finetune, pretrain, refit_decoders
@@ -96,17 +95,6 @@ def test_elastic_distortion_moves_strokes_by_a_pixel_or_two_and_smoothly() -> No
     assert not torch.allclose(distorted, image.repeat(32, 1))
     # The ink moves and a thin stroke stretches or thins here and there; on average about as much of it stays.
     assert abs(distorted.sum(1).mean().item() - 12) < 3
-
-
-@pytest.mark.parametrize("sigma", [1.0, 4.0, 6.0])
-def test_smoothing_matrix_is_the_reflect_padded_gaussian_convolution(sigma: float) -> None:
-    field = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    kernel = gaussian_kernel(sigma, torch.device("cpu"))
-    pad = len(kernel) // 2
-    expected = F.conv2d(F.pad(field, (pad, pad, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
-    expected = F.conv2d(F.pad(expected, (0, 0, pad, pad), mode="reflect"), kernel.view(1, 1, -1, 1))
-    smoothing = smoothing_matrix(sigma, 28, torch.device("cpu"))
-    assert torch.allclose(smoothing @ field.squeeze(1) @ smoothing.T, expected.squeeze(1), atol=1e-6)
 
 
 def test_smoothing_wider_than_the_image_is_refused() -> None:
