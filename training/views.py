@@ -24,6 +24,7 @@ from torch import nn
 
 from training.augment import augment
 from training.recipes import Recipe
+from training.teacher import teacher_logits
 
 CHUNK = 4096
 
@@ -59,7 +60,7 @@ def build_views(teacher: nn.Module, x: torch.Tensor, recipe: Recipe, seeds: list
     logits: list[torch.Tensor] = []
     for v, seed in enumerate(seeds):
         pixels[v] = draw_view(x, recipe, seed)
-        logits.append(torch.cat([teacher(pixels[v, i : i + CHUNK].float()) for i in range(0, len(x), CHUNK)]))
+        logits.append(teacher_logits(teacher, pixels[v].float()))
     return ViewBank(seeds, pixels, torch.stack(logits))
 
 

@@ -9,7 +9,7 @@ from models import SAEConfig, StackedAutoencoder, to_model_input
 from training.data import load_dataset
 from training.recipes import DEFAULT, recipe_for
 from training.schemes import finetune, pretrain
-from training.teacher import Teacher, distillation_loss, make_teacher
+from training.teacher import Teacher, distillation_loss, make_teacher, teacher_logits
 from training.train import train
 from training.views import build_views, cache_path, draw_view, view_seeds
 
@@ -171,6 +171,20 @@ def test_the_batch_normalised_teacher_maps_pixel_rows_to_logits_and_unknown_teac
     assert isinstance(make_teacher("conv", 4, 10), Teacher)
     with pytest.raises(ValueError, match="unknown teacher 'resnet'"):
         make_teacher("resnet", 4, 10)
+
+
+@pytest.mark.parametrize("arch", ["conv", "bn"])
+def test_the_channels_last_layout_and_small_labelling_batches_give_the_teachers_own_answers(arch: str) -> None:
+    torch.manual_seed(0)
+    teacher = make_teacher(arch, 4, 10).eval()
+    assert teacher.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    first = make_teacher(arch, 4, 10).to(memory_format=torch.contiguous_format).eval()
+    first.load_state_dict(teacher.state_dict())
+    x = torch.rand(600, 784)
+    with torch.no_grad():
+        expected = first(x)
+    assert torch.allclose(teacher_logits(teacher, x), expected, atol=1e-5)
+    assert torch.allclose(teacher_logits(teacher, x, batch=7), expected, atol=1e-5)  # a ragged last batch
 
 
 def test_a_sweep_trains_a_teacher_once_and_later_students_replay_its_cached_views(
