@@ -66,8 +66,8 @@ class BatchNormTeacher(nn.Module):
 TEACHERS: dict[str, type[nn.Module]] = {"conv": Teacher, "bn": BatchNormTeacher}
 
 
-# Convolutions on the CPU run faster with channels last (bench/training/teacher_speed.py measures it); the input's
-# one channel is laid out alike either way, and on a GPU the layout is as good.
+# Convolutions on this machine's CPU run faster with channels last (bench/training/teacher_speed.py measures it); the
+# input's one channel is laid out alike either way. Only the floating-point sums' order differs from channels first.
 def make_teacher(arch: str, channels: int, classes: int) -> nn.Module:
     if arch not in TEACHERS:
         raise ValueError(f"unknown teacher {arch!r}; choose one of {', '.join(TEACHERS)}")
@@ -99,16 +99,17 @@ def train_teacher(
     return teacher, history
 
 
-# Labelling in small batches keeps each convolution's activations in cache: on the CPU, batches of 256 cost less
-# a image than batches of 4,096 (bench/training/teacher_speed.py).
+# On this machine's CPU, labelling in batches of 256 costs less an image than in batches of 4,096
+# (bench/training/teacher_speed.py).
 LABEL_BATCH = 256
 
 
 @torch.no_grad()
 def teacher_logits(teacher: nn.Module, x: torch.Tensor, batch: int = LABEL_BATCH) -> torch.Tensor:
-    """The teacher's logits for every row of `x`, (N, classes), in eval mode."""
+    """The teacher's logits for every row of `x`, (N, classes), in eval mode; float16 rows are widened a batch at a
+    time."""
     teacher.eval()
-    return torch.cat([teacher(x[i : i + batch]) for i in range(0, len(x), batch)])
+    return torch.cat([teacher(x[i : i + batch].float()) for i in range(0, len(x), batch)])
 
 
 def distillation_loss(log_probs: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -60,9 +60,13 @@ def build_views(teacher: nn.Module, x: torch.Tensor, recipe: Recipe, seeds: list
     logits: list[torch.Tensor] = []
     for v, seed in enumerate(seeds):
         pixels[v] = draw_view(x, recipe, seed)
-        logits.append(teacher_logits(teacher, pixels[v].float()))
+        logits.append(teacher_logits(teacher, pixels[v]))
     return ViewBank(seeds, pixels, torch.stack(logits))
 
+
+# Raised when the teacher's arithmetic changes, so that views cached by an earlier teacher are not replayed:
+# 2 is the channels-last teacher labelling in batches of teacher.LABEL_BATCH.
+TEACHER_CODE = 2
 
 # What the teacher and its views do not depend on: the student's own settings. Everything else in the recipe (the
 # pretraining, whose draws come first from the same generator; the teacher's settings; the augmentation; the
@@ -90,7 +94,7 @@ STUDENT_ONLY = frozenset(
 def cache_path(directory: Path, data_md5: dict[str, str], seed: int, recipe: Recipe) -> Path:
     """Where a sweep keeps the views (and the teacher's test accuracy) that this data, seed and recipe make."""
     teacher_side = {k: v for k, v in recipe.to_dict().items() if k not in STUDENT_ONLY}
-    key = json.dumps({"data": data_md5, "seed": seed, "recipe": teacher_side}, sort_keys=True)
+    key = json.dumps({"data": data_md5, "seed": seed, "recipe": teacher_side, "teacher": TEACHER_CODE}, sort_keys=True)
     return directory / f"views-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 

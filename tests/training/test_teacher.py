@@ -177,14 +177,21 @@ def test_the_batch_normalised_teacher_maps_pixel_rows_to_logits_and_unknown_teac
 def test_the_channels_last_layout_and_small_labelling_batches_give_the_teachers_own_answers(arch: str) -> None:
     torch.manual_seed(0)
     teacher = make_teacher(arch, 4, 10).eval()
-    assert teacher.features[0].weight.is_contiguous(memory_format=torch.channels_last)
     first = make_teacher(arch, 4, 10).to(memory_format=torch.contiguous_format).eval()
     first.load_state_dict(teacher.state_dict())
+    # The second convolution has 4 input channels, so its layout tells the two apart (the first's one does not).
+    assert teacher.features[3].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not first.features[3].weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.rand(600, 784)
     with torch.no_grad():
         expected = first(x)
     assert torch.allclose(teacher_logits(teacher, x), expected, atol=1e-5)
     assert torch.allclose(teacher_logits(teacher, x, batch=7), expected, atol=1e-5)  # a ragged last batch
+    recipe = replace(FAST, hflip=True, erasing=0.5)
+    bank = build_views(teacher, x, recipe, view_seeds(0, 2))
+    with torch.no_grad():
+        for v in range(2):  # each view's targets are the channels-first teacher's answers for that float16 view
+            assert torch.allclose(bank.logits[v], first(bank.pixels[v].float()), atol=1e-5)
 
 
 def test_a_sweep_trains_a_teacher_once_and_later_students_replay_its_cached_views(
