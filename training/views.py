@@ -54,8 +54,7 @@ def draw_view(x: torch.Tensor, recipe: Recipe, seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def build_views(teacher: nn.Module, x: torch.Tensor, recipe: Recipe, seeds: list[int]) -> ViewBank:
-    """Draw a view of `x` for each seed and label every one with the teacher (in eval mode)."""
-    teacher.eval()
+    """Draw a view of `x` for each seed and label every one with the teacher (teacher_logits: in eval mode)."""
     pixels = torch.empty((len(seeds), *x.shape), dtype=torch.float16, device=x.device)
     logits: list[torch.Tensor] = []
     for v, seed in enumerate(seeds):
