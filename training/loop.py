@@ -47,6 +47,7 @@ class StageConfig:
     recipe: Recipe  # optimizer, weight decay, batch size and schedule
     max_batches: int | None = None  # per epoch: the dry run's cap
     ema_decay: float = 0.0  # 0: no moving average
+    max_norm: float = 0.0  # > 0: every matrix's rows are scaled back to this L2 norm after each step
 
 
 def run_stage(
@@ -60,11 +61,14 @@ def run_stage(
     """Train `parameters` for `config.epochs` passes over shuffled batches, `step` giving each batch's loss.
 
     With `config.ema_decay`, the parameters end as the exponential moving average of their values after each step.
+    With `config.max_norm`, each row of every matrix among them (a unit's incoming weights) is scaled back to that
+    L2 norm after each step when it is longer; vectors (biases) are left alone.
     """
     name, epochs, lr, recipe, ema_decay = config.name, config.epochs, config.lr, config.recipe, config.ema_decay
     params = list(parameters)
     optimizer = make_optimizer(params, recipe, lr)
     averages = [p.detach().clone() for p in params] if ema_decay else []
+    matrices = [p for p in params if p.dim() == 2] if config.max_norm else []
     batches = math.ceil(num_examples / recipe.batch_size)
     if config.max_batches is not None:
         batches = min(batches, config.max_batches)
@@ -86,6 +90,10 @@ def run_stage(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if matrices:
+                with torch.no_grad():
+                    for matrix in matrices:
+                        matrix.copy_(torch.renorm(matrix, 2, 0, config.max_norm))
             if scheduler is not None:
                 scheduler.step()
             if averages:

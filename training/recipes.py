@@ -28,6 +28,9 @@ class Recipe:
     erasing: float = 0.0  # share of training images with a random rectangle erased while fine-tuning
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # fine-tuning ends on an exponential moving average of the weights when > 0
+    # Max-norm (Srivastava et al. 2014): after every fine-tuning step, each unit's incoming weights (a row of a linear
+    # layer's weight, the encoders' and the head's) are scaled back to this L2 norm when longer; 0 for none.
+    max_norm: float = 0.0
     # Fine-tuning moves the encoders away from what the pretrained decoders expect; refitting the
     # decoders to the final encoders (which stay frozen) restores the reconstructions the service serves.
     refit_decoder_epochs: int = 0

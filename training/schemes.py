@@ -160,7 +160,15 @@ def finetune(
     model.train()
     epochs = recipe.finetune_epochs if epochs is None else epochs
     own = replace(recipe, optimizer=recipe.finetune_optimizer or recipe.optimizer)
-    config = StageConfig("fine-tune", epochs, recipe.finetune_lr, own, max_batches=max_batches, ema_decay=own.ema_decay)
+    config = StageConfig(
+        "fine-tune",
+        epochs,
+        recipe.finetune_lr,
+        own,
+        max_batches=max_batches,
+        ema_decay=own.ema_decay,
+        max_norm=own.max_norm,
+    )
     history = train_modules(config, [*model.encoders, model.head], step, x, generator)
     model.eval()
     return history

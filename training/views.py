@@ -81,6 +81,7 @@ STUDENT_ONLY = frozenset(
         "input_dropout",
         "label_smoothing",
         "ema_decay",
+        "max_norm",
         "refit_decoder_epochs",
         "distill_weight",
         "distill_temperature",

@@ -191,3 +191,18 @@ def test_fine_tuning_takes_its_own_optimizer_when_the_recipe_names_one(monkeypat
     optimizer = original(model.head.parameters(), replace(FAST, optimizer="nesterov"), 0.05)
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["nesterov"] is True
     assert optimizer.defaults["momentum"] == 0.9
+
+
+def test_max_norm_bounds_the_classifier_path_in_fine_tuning_only() -> None:
+    x, y = torch.rand(64, 784), torch.randint(0, 10, (64,))
+    model = StackedAutoencoder(SAEConfig())
+    gen = torch.Generator().manual_seed(0)
+    pretrain(model, "greedy", x, replace(FAST, pretrain_epochs=1), gen)
+    with torch.no_grad():  # rows far over the bound, so that only the bound can bring them under it
+        for layer in [*model.encoders, model.head, *model.decoders]:
+            layer.weight.mul_(10.0 / layer.weight.norm(dim=1, keepdim=True))
+    finetune(model, x, y, replace(FAST, max_norm=1.5), gen, epochs=1)
+    for layer in [*model.encoders, model.head]:
+        assert layer.weight.norm(dim=1).max().item() <= 1.5 + 1e-4
+    for layer in model.decoders:  # not fine-tuned, not bounded
+        assert layer.weight.norm(dim=1).min().item() == pytest.approx(10.0, rel=1e-4)

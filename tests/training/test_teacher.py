@@ -212,6 +212,7 @@ def test_a_sweep_trains_a_teacher_once_and_later_students_replay_its_cached_view
     assert cache_path(tmp_path, data.md5, 1, taught) != saved
     assert cache_path(tmp_path, data.md5, 0, student) == saved
     assert cache_path(tmp_path, data.md5, 0, replace(student, optimizer="nesterov", finetune_lr=0.05)) == saved
+    assert cache_path(tmp_path, data.md5, 0, replace(student, max_norm=3.0)) == saved
     assert cache_path(tmp_path, data.md5, 0, replace(taught, teacher_optimizer="nesterov")) != saved
 
 
