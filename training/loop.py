@@ -47,7 +47,7 @@ class StageConfig:
     recipe: Recipe  # optimizer, weight decay, batch size and schedule
     max_batches: int | None = None  # per epoch: the dry run's cap
     ema_decay: float = 0.0  # 0: no moving average
-    max_norm: float = 0.0  # > 0: every matrix's rows are scaled back to this L2 norm after each step
+    max_norm: float = 0.0  # > 0: every matrix's rows longer than this L2 norm are scaled back to it after each step
 
 
 def run_stage(
@@ -93,7 +93,7 @@ def run_stage(
             if matrices:
                 with torch.no_grad():
                     for matrix in matrices:
-                        matrix.copy_(torch.renorm(matrix, 2, 0, config.max_norm))
+                        matrix.renorm_(2, 0, config.max_norm)
             if scheduler is not None:
                 scheduler.step()
             if averages:
@@ -119,5 +119,9 @@ def run_stage(
     if averages:
         with torch.no_grad():
             torch._foreach_copy_([p.data for p in params], averages)
+            # The average starts from the weights before the stage, which the bound did not hold; its share fades
+            # (decay ** steps), and this holds the bound on what is left of it.
+            for matrix in matrices:
+                matrix.renorm_(2, 0, config.max_norm)
     history.seconds = time.perf_counter() - start
     return history

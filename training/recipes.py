@@ -56,6 +56,10 @@ class Recipe:
     # threshold are fitted on it, so the test set is only measured. At most a tenth of the training set.
     validation_images: int = 5000
 
+    def __post_init__(self) -> None:
+        if self.max_norm < 0:
+            raise ValueError(f"max_norm must be 0 (no bound) or positive, not {self.max_norm}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

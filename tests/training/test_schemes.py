@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from models import SAEConfig, StackedAutoencoder, to_model_input
 from training.augment import augment, elastic_field, elastic_rms, erase, smoothing_matrix
@@ -197,12 +198,32 @@ def test_max_norm_bounds_the_classifier_path_in_fine_tuning_only() -> None:
     x, y = torch.rand(64, 784), torch.randint(0, 10, (64,))
     model = StackedAutoencoder(SAEConfig())
     gen = torch.Generator().manual_seed(0)
-    pretrain(model, "greedy", x, replace(FAST, pretrain_epochs=1), gen)
-    with torch.no_grad():  # rows far over the bound, so that only the bound can bring them under it
-        for layer in [*model.encoders, model.head, *model.decoders]:
-            layer.weight.mul_(10.0 / layer.weight.norm(dim=1, keepdim=True))
-    finetune(model, x, y, replace(FAST, max_norm=1.5), gen, epochs=1)
+    bounded = replace(FAST, pretrain_epochs=1, max_norm=1.5)
+
+    def lengthen(layers: list[nn.Linear]) -> None:  # rows far over the bound, so that only the bound brings them under
+        with torch.no_grad():
+            for layer in layers:
+                layer.weight.mul_(10.0 / layer.weight.norm(dim=1, keepdim=True))
+
+    everything = [*model.encoders, model.head, *model.decoders]
+    lengthen(everything)
+    pretrain(model, "greedy", x, bounded, gen)  # pretraining is not bounded
+    assert all(layer.weight.norm(dim=1).min().item() > 5.0 for layer in everything)
+    lengthen(everything)
+    finetune(model, x, y, bounded, gen, epochs=1)
     for layer in [*model.encoders, model.head]:
         assert layer.weight.norm(dim=1).max().item() <= 1.5 + 1e-4
     for layer in model.decoders:  # not fine-tuned, not bounded
         assert layer.weight.norm(dim=1).min().item() == pytest.approx(10.0, rel=1e-4)
+    refit_decoders(model, x, replace(bounded, refit_decoder_epochs=1), gen)  # nor refitted under the bound
+    assert all(layer.weight.norm(dim=1).min().item() > 5.0 for layer in model.decoders)
+    # With a moving average, which starts from the unbounded weights before fine-tuning, the bound still holds.
+    lengthen([*model.encoders, model.head])
+    finetune(model, x, y, replace(bounded, ema_decay=0.9), gen, epochs=1)
+    for layer in [*model.encoders, model.head]:
+        assert layer.weight.norm(dim=1).max().item() <= 1.5 + 1e-4
+
+
+def test_a_negative_max_norm_is_refused_before_any_training() -> None:
+    with pytest.raises(ValueError, match="max_norm must be 0"):
+        replace(FAST, max_norm=-1.0)

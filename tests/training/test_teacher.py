@@ -9,7 +9,7 @@ from models import SAEConfig, StackedAutoencoder, to_model_input
 from training.data import load_dataset
 from training.recipes import DEFAULT, recipe_for
 from training.schemes import finetune, pretrain
-from training.teacher import Teacher, distillation_loss, make_teacher, teacher_logits
+from training.teacher import Teacher, distillation_loss, make_teacher, teacher_logits, train_teacher
 from training.train import train
 from training.views import build_views, cache_path, draw_view, view_seeds
 
@@ -243,3 +243,11 @@ def test_a_recipe_with_a_live_teacher_trains_it_and_stores_no_views(tiny_data_di
     result = train(data, "greedy", live, 0, torch.device("cpu"))
     assert [h.name for h in result.history][2:] == ["teacher", "fine-tune", "refit decoders"]
     assert "teacher_view_seeds" not in result.card.provenance and result.card.recipe["distill_live"] is True
+
+
+def test_the_teacher_trains_without_the_students_max_norm() -> None:
+    x, y = torch.rand(128, 784), torch.randint(0, 10, (128,))
+    recipe = replace(FAST, teacher_epochs=1, teacher_channels=4, max_norm=1e-3)
+    teacher, _ = train_teacher(x, y, 10, recipe, torch.Generator().manual_seed(0))
+    matrices = [p for p in teacher.parameters() if p.dim() == 2]
+    assert matrices and all(m.norm(dim=1).max().item() > 0.01 for m in matrices)  # ten times the bound and more
