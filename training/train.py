@@ -52,6 +52,13 @@ class TrainResult:
         return save_checkpoint(self.model, self.card, directory, self.ood_tensors, graph, self.reference.arrays)
 
 
+def training_split(data: Dataset, recipe: Recipe, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training indices, validation indices) of the data set's training images: the recipe's validation images, at
+    most a tenth of them, held out by the seed."""
+    held_out = min(recipe.validation_images, len(data.train_labels) // 10)
+    return validation_split(data.train_labels, held_out, seed)
+
+
 def train(
     data: Dataset,
     scheme: str,
@@ -81,8 +88,7 @@ def train(
     )
     config = SAEConfig(num_classes=len(data.class_names), input_dropout=recipe.input_dropout, dropout=recipe.dropout)
     model = StackedAutoencoder(config).to(device)
-    held_out = min(recipe.validation_images, len(data.train_labels) // 10)
-    train_index, validation_index = validation_split(data.train_labels, held_out, seed)
+    train_index, validation_index = training_split(data, recipe, seed)
     all_x = to_model_input(data.train_images).to(device)  # (60000, 784), moved once
     train_x, train_y = all_x[train_index.to(device)], data.train_labels[train_index].to(device)
     validation_x, validation_y = all_x[validation_index.to(device)], data.train_labels[validation_index]

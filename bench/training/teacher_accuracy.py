@@ -18,10 +18,10 @@ from typing import Any
 import torch
 
 from models import to_model_input
-from training.calibration import validation_split
 from training.data import DATASETS, Dataset, load_dataset
 from training.recipes import RECIPES, recipe_for
 from training.teacher import teacher_logits, train_teacher
+from training.train import training_split
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -35,8 +35,7 @@ def measure(data: Dataset, recipe_name: str, overrides: dict[str, Any], seed: in
         raise ValueError(f"the {recipe_name} recipe with {overrides} trains no teacher (teacher_epochs 0)")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    held_out = min(recipe.validation_images, len(data.train_labels) // 10)
-    train_index, validation_index = validation_split(data.train_labels, held_out, seed)
+    train_index, validation_index = training_split(data, recipe, seed)
     all_x = to_model_input(data.train_images)
     start = time.perf_counter()
     teacher, _ = train_teacher(
